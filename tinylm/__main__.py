@@ -1,0 +1,31 @@
+"""Command line: ``python -m tinylm COMMAND`` (or ``tinylm COMMAND`` once installed).
+
+Commands
+  exercise LAB... [-o DIR]     write the exercise edition of labs (solutions removed)
+  grade SUBMISSION [--lab LAB]  grade a student's notebook against the worked lab
+  bench [LAB...]               measure each lab's seconds and peak memory on one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tinylm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from . import exercises, grading, bench
+
+    exercises.add_arguments(sub.add_parser("exercise", help="make the exercise edition of labs"))
+    grading.add_arguments(sub.add_parser("grade", help="grade a submission"))
+    bench.add_arguments(sub.add_parser("bench", help="measure lab budgets"))
+
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
