@@ -528,7 +528,7 @@ def _cause(cell: CellResult, expected: str, limits: Limits) -> tuple[str, str]:
         return DIED, f"stopped the kernel ({message.split(KERNEL_DIED, 1)[1].strip(': ')})"
     if "Timeout of" in message:
         return TIMEOUT, f"timed out after {limits.cell_timeout:g} s"
-    if "MemoryError" in error.split(":")[0]:
+    if "MemoryError" in error.split(":")[0] or "can't allocate memory" in error:  # Python and numpy; torch
         return MEMORY, f"hit the memory limit of {limits.memory_mb} MB ({_shorten(error, 120)})"
     if "Cell outputs differ" in message and cell.stdout is not None and cell.stdout != expected:
         return WRONG, f"printed {_quote(cell.stdout)} where the worked lab prints {_quote(expected)}"

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from tinylm import metrics
+from tinylm.vocab import Vocabulary
+
+
+def test_bits_and_perplexity():
+    log2p = np.log2([0.5, 0.25, 0.125])
+    assert metrics.bits_per_char(log2p) == pytest.approx(2.0)
+    assert metrics.perplexity(log2p) == pytest.approx(4.0)
+    assert metrics.bits_per_char(log2p, n_chars=6) == pytest.approx(1.0)
+
+
+def test_compressor_is_conditioned_on_training_text():
+    rng = np.random.default_rng(0)
+    train = "".join(rng.choice(list("abcdefgh"), size=20_000))
+    for name in metrics.COMPRESSORS:
+        repeated = metrics.compressor_bpc(train, train[:5_000], name)   # already seen: cheap
+        fresh = metrics.compressor_bpc(train, "".join(rng.choice(list("abcdefgh"), size=5_000)), name)
+        assert fresh > 2.9               # 8 equiprobable letters need 3 bits each
+        if name == "xz":                 # a 64 MB window: a repeat costs almost nothing
+            assert repeated < 0.5
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown compressor"):
+        metrics.compressor_bpc("a", "b", "zip")
+    with pytest.raises(ValueError, match="empty"):
+        metrics.compressor_bpc("a", "", "gzip")
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        Vocabulary("ab").encode("abc")
