@@ -113,6 +113,12 @@ def test_kneser_ney_beats_add_k_on_real_text():
     assert kn < addk < 4.0
 
 
+def test_seen_fraction_counts_known_grams():
+    model = NGramModel(3, 4, "mle").fit(np.array([0, 1, 2, 0, 1, 2]))
+    # test 0 1 3 : unigrams 0,1 seen, 3 not; bigram 01 seen, 13 not; trigram 013 not
+    assert model.seen_fraction([0, 1, 3]) == [2 / 3, 1 / 2, 0.0]
+
+
 def test_sampling_is_seeded_and_in_vocabulary():
     model = NGramModel(3, 6, "kneser-ney").fit(random_text())
     a = model.sample(50, context=[1, 2], rng=np.random.default_rng(3))

@@ -13,12 +13,19 @@ printed output.  nbval runs it in a separate, limited process:
 
 The student's checks and extra cells are ignored, so a submission cannot change what is
 checked.  Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
+
+The run is limited: each cell by ``--cell-timeout``, the whole run by ``--timeout`` (then
+pytest and the kernel are killed), each process's address space by ``--memory-mb``, and
+each cell's printed output by :data:`OUTPUT_LIMIT`; with ``TINYLM_READONLY=1`` labs write
+no results.  It is not a sandbox: the student's code runs as the grading user, so run
+untrusted submissions inside a container.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import re
@@ -35,7 +42,8 @@ from pathlib import Path
 import nbformat
 import psutil
 
-from .exercises import ANSWER_TAG, CHECK_TAG, Exercise, ExerciseError, list_exercises, strip_solution, tagged_id
+from .exercises import (ANSWER_TAG, CHECK_TAG, Exercise, ExerciseError, list_exercises, make_exercise,
+                        strip_solution, tagged_id)
 from .nbval_plugin import KERNEL_DIED, SANITIZE_FILE, TRUNCATED
 from .paths import course_root
 
@@ -72,6 +80,8 @@ class Limits:
 
 @dataclass
 class ExerciseResult:
+    """One exercise's line in the report."""
+
     id: str
     title: str
     max_points: float
@@ -183,7 +193,8 @@ def read_submission(path: Path):
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise GradingError(f"{path.name} is not a notebook: it is not text (a notebook is a JSON text file)") from None
+        raise GradingError(f"{path.name} is not a notebook: it is not text "
+                           "(a notebook is a JSON text file)") from None
     if not text.lstrip().startswith("{"):
         raise GradingError(f"{path.name} is not a notebook: a notebook is JSON text starting with '{{'")
     try:
@@ -245,7 +256,9 @@ def _read_lab(path: Path):
 
 
 def _exercises_of(lab, lab_path: Path) -> list[Exercise]:
+    """The lab's exercises, once its markup is known to be sound."""
     try:
+        make_exercise(lab)
         exercises = list_exercises(lab)
     except ExerciseError as exc:
         raise GradingError(f"the worked lab {lab_path} is broken: {exc}") from None
@@ -257,13 +270,6 @@ def _exercises_of(lab, lab_path: Path) -> list[Exercise]:
 # The grading notebook -----------------------------------------------------------------
 
 IGNORE_OUTPUT = "nbval-ignore-output"
-
-CAP_CELL = f"""\
-# Added by the grader: each cell may print {OUTPUT_LIMIT} characters per stream.
-from tinylm.grading import cap_output
-cap_output({OUTPUT_LIMIT})
-del cap_output"""
-
 
 def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str]):
     """The worked lab with the submission's answers in it, and the ids of missing answers.
@@ -333,12 +339,15 @@ def _ignored_cells(lab, submission, exercises: list[Exercise], answers: list[str
     return notes
 
 
-def cap_output(limit: int) -> None:
-    """Run in the kernel: let each cell print at most ``limit`` characters per stream.
+def cap_output(limit: int, note: str) -> None:
+    """Let each cell print at most ``limit`` characters per stream, then ``note`` once.
 
-    What is beyond the limit is dropped and replaced by one note, so that a cell printing
-    without end cannot fill the grader's memory.
+    Runs in the kernel: the grader's first cell holds this function's source (so the
+    kernel needs no import from the grader).  A cell printing without end thus cannot fill
+    the grader's memory.
     """
+    import sys
+
     from IPython import get_ipython
 
     class CappedStream:
@@ -348,9 +357,7 @@ def cap_output(limit: int) -> None:
         def write(self, text):
             room = limit - self.written
             if room > 0:
-                self.stream.write(text[:room])
-                if len(text) > room:
-                    self.stream.write(f"\n{TRUNCATED} by the grader after {limit} characters]\n")
+                self.stream.write(text[:room] + (note if len(text) > room else ""))
             self.written += len(text)
             return len(text)
 
@@ -364,6 +371,16 @@ def cap_output(limit: int) -> None:
 
     sys.stdout, sys.stderr = CappedStream(sys.stdout), CappedStream(sys.stderr)
     get_ipython().events.register("pre_run_cell", reset)
+
+
+TRUNCATION_NOTE = f"\n{TRUNCATED} by the grader after {OUTPUT_LIMIT} characters]\n"
+
+CAP_CELL = "\n".join([
+    f"# Added by the grader: each cell may print {OUTPUT_LIMIT} characters per stream.",
+    inspect.getsource(cap_output),
+    f"cap_output({OUTPUT_LIMIT}, {TRUNCATION_NOTE!r})",
+    "del cap_output",
+])
 
 
 # Running it ---------------------------------------------------------------------------
@@ -397,9 +414,11 @@ def run_notebook(nb, workdir: Path, limits: Limits) -> dict[int, CellResult]:
         try:
             code = process.wait(timeout=limits.total_timeout)
         except subprocess.TimeoutExpired:
-            _kill(process)
-            raise GradingError(f"grading stopped: the notebook ran longer than {limits.total_timeout:g} s in all "
-                               "(--timeout)") from None
+            raise GradingError(f"grading stopped: the notebook ran longer than {limits.total_timeout:g} s "
+                               "in all (--timeout)") from None
+        finally:
+            if process.poll() is None:  # timed out, or the grader itself was interrupted
+                _kill(process)
     if not junit.is_file():
         tail = log.read_text(errors="replace")[-2000:]
         raise GradingError(f"the grading run failed (pytest exit code {code}): {_shorten(tail)}")
@@ -526,6 +545,9 @@ def _cause(cell: CellResult, expected: str, limits: Limits) -> tuple[str, str]:
         return NOT_RUN, "was not run: the kernel had stopped in an earlier cell"
     if KERNEL_DIED in message:
         return DIED, f"stopped the kernel ({message.split(KERNEL_DIED, 1)[1].strip(': ')})"
+    if "Failed to interrupt kernel" in message:
+        return TIMEOUT, (f"timed out after {limits.cell_timeout:g} s and could not be interrupted "
+                         "(the kernel was stopped)")
     if "Timeout of" in message:
         return TIMEOUT, f"timed out after {limits.cell_timeout:g} s"
     if "MemoryError" in error.split(":")[0] or "can't allocate memory" in error:  # Python and numpy; torch

@@ -240,6 +240,12 @@ class NGramModel:
 
     # ------------------------------------------------------------------ using the model
 
+    def seen_fraction(self, ids) -> list[float]:
+        """For k = 1..order: the share of k-grams of ``ids`` that occurred in training."""
+        self._check_fitted()
+        grams = self._lookup(self._check_ids(ids))
+        return [float(np.mean(g[k - 1:] >= 0)) for k, g in enumerate(grams, start=1)]
+
     def bits_per_token(self, ids) -> float:
         """Average -log2 P over the sequence: the cross-entropy in bits per token."""
         return float(-np.mean(self.log2probs(ids)))
