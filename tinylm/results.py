@@ -33,9 +33,9 @@ def dumps(data) -> str:
 
 def save(name: str, data) -> bool:
     """Write ``results/NAME.json`` if its content changed; return whether it was written."""
+    target = path(name)
     if readonly():
         return False
-    target = path(name)
     text = dumps(data)
     if target.exists() and target.read_text(encoding="utf-8") == text:
         return False

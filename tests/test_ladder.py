@@ -1,0 +1,97 @@
+"""The ladder and result files: in sync with the labs' stored outputs, and written carefully."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tinylm import ladder, results
+from tinylm.paths import course_root
+
+ROOT = course_root(Path(__file__).parent)
+
+
+def stored_text(notebook: Path) -> str:
+    nb = nbformat.read(notebook, as_version=4)
+    return "\n".join(
+        "".join(out.get("text", "")) if out.output_type == "stream" else "".join(out.get("data", {}).get("text/plain", ""))
+        for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+    )
+
+
+def test_every_rung_is_what_its_lab_printed():
+    rungs = json.loads((ROOT / "results" / "ladder.json").read_text())["rungs"]
+    assert rungs, "the ladder is empty"
+    by_lab = {}
+    for r in rungs:
+        by_lab.setdefault(r["lab"], []).append(ladder.Rung(**r))
+    for lab, lab_rungs in by_lab.items():
+        notebook = ROOT / "labs" / f"{lab}.ipynb"
+        assert notebook.exists(), f"rung from unknown lab {lab}"
+        assert ladder.format_table(lab_rungs) in stored_text(notebook), (
+            f"results/ladder.json disagrees with the stored output of {notebook.name}: "
+            "re-run the lab top to bottom and commit both")
+
+
+def test_labs_that_record_rungs_have_them_on_file():
+    on_file = {r.lab for r in ladder.load()}
+    for notebook in sorted((ROOT / "labs").glob("*.ipynb")):
+        source = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells)
+        if "ladder.record(" in source:
+            assert notebook.stem in on_file, f"{notebook.name} records rungs but none are on file"
+
+
+def test_every_results_file_is_referenced_by_a_lab():
+    sources = "\n".join(p.read_text() for p in (ROOT / "labs").glob("*.ipynb"))
+    for path in (ROOT / "results").glob("*.json"):
+        if path.stem in ("ladder", "lab_budget"):
+            continue
+        assert f'results.save(\\"{path.stem}\\"' in sources, f"no lab saves {path.name}"
+
+
+@pytest.fixture
+def course(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "tinylm").mkdir()
+    monkeypatch.setenv("TINYLM_ROOT", str(tmp_path))
+    monkeypatch.delenv("TINYLM_READONLY", raising=False)
+    monkeypatch.delenv("TINYLM_UPDATE_TIMINGS", raising=False)
+    return tmp_path
+
+
+def rung(bpc=2.5, seconds=1.0, name="m"):
+    return ladder.Rung(name=name, stage="SLM", corpus="c", test_bpc=bpc, parameters=10,
+                       train_cpu_seconds=seconds, lab="lab")
+
+
+def test_record_keeps_timing_when_results_are_unchanged(course, monkeypatch):
+    ladder.record(rung(seconds=1.0))
+    ladder.record(rung(seconds=9.0))
+    assert ladder.load()[0].train_cpu_seconds == 1.0
+    ladder.record(rung(bpc=2.4, seconds=9.0))
+    assert ladder.load()[0].train_cpu_seconds == 9.0 and ladder.load()[0].test_bpc == 2.4
+    monkeypatch.setenv("TINYLM_UPDATE_TIMINGS", "1")
+    ladder.record(rung(bpc=2.4, seconds=3.0))
+    assert ladder.load()[0].train_cpu_seconds == 3.0
+    ladder.record(rung(name="other"))
+    assert [r.name for r in ladder.load()] == ["m", "other"]
+
+
+def test_results_are_not_written_while_grading(course, monkeypatch):
+    assert results.save("x", {"a": 1}) is True
+    assert results.save("x", {"a": 1}) is False          # unchanged: left alone
+    monkeypatch.setenv("TINYLM_READONLY", "1")
+    assert results.save("x", {"a": 2}) is False
+    assert results.load("x") == {"a": 1}
+    with pytest.raises(FileNotFoundError, match="run the lab"):
+        results.load("missing")
+    with pytest.raises(ValueError):
+        results.save("../escape", {})
+
+
+def test_rung_validation():
+    with pytest.raises(ValueError, match="stage"):
+        ladder.Rung(name="m", stage="GPT", corpus="c", test_bpc=1, parameters=1, train_cpu_seconds=1, lab="l")
+    with pytest.raises(ValueError, match="positive"):
+        rung(bpc=0)
