@@ -89,6 +89,7 @@ def format_table(rungs: list[Rung]) -> str:
 def plot(rungs: list[Rung], ax=None):
     """Test bpc against training CPU-seconds (log scale), one marker per stage."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax = ax or plt.subplots(figsize=(6.4, 4))[1]
     markers = dict(zip(STAGES, "sods^"))
@@ -102,6 +103,8 @@ def plot(rungs: list[Rung], ax=None):
             ax.annotate(r.name, (max(r.train_cpu_seconds, 0.01), r.test_bpc),
                         textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training CPU-seconds (log scale)")
     ax.set_ylabel("test bits per character")
     ax.legend(title="stage")
