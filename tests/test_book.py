@@ -1,0 +1,145 @@
+"""The book's structure: table of contents, links between chapters and labs, Binder pins,
+and the repository URL kept in one place."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinylm.book import binder_url
+
+ROOT = Path(__file__).resolve().parent.parent
+LABS = sorted(p.stem for p in (ROOT / "labs").glob("*.ipynb"))
+REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary"}
+"""Pages in chapters/ that are not chapters: they need not link a lab."""
+BOOK_ONLY = {"jupyter-book", "sphinx", "myst-nb", "myst-parser", "sphinx-book-theme", "sphinx-exercise",
+             "sphinxcontrib-bibtex", "pyyaml", "playwright"}
+"""Pinned in requirements.txt for building and checking the book, not needed in Binder."""
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def chapters() -> list[str]:
+    return [f for f in toc_files() if f.startswith("chapters/") and f not in REFERENCE_PAGES]
+
+
+def linked_labs(page: str) -> set[str]:
+    text = (ROOT / f"{page}.md").read_text(encoding="utf-8")
+    return set(re.findall(r"\{doc\}`(?:[^`<]*<)?\.\./labs/(\w+)>?`", text))
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files():
+        assert any((ROOT / f"{entry}{ext}").is_file() for ext in (".md", ".ipynb")), f"_toc.yml lists missing {entry}"
+
+
+def test_every_lab_is_in_the_toc():
+    assert LABS, "no labs"
+    listed = set(toc_files())
+    assert [lab for lab in LABS if f"labs/{lab}" not in listed] == []
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_every_chapter_links_a_lab_and_its_exercise_edition(chapter):
+    labs = linked_labs(chapter)
+    assert labs, f"{chapter} links no lab"
+    assert labs <= set(LABS), f"{chapter} links labs that do not exist: {labs - set(LABS)}"
+    text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+    for lab in labs:
+        assert f"{{exercise-binder}}`{lab}`" in text, f"{chapter} links {lab} but not its exercise edition"
+
+
+def test_every_lab_is_linked_from_a_chapter():
+    linked = set().union(*(linked_labs(c) for c in chapters()))
+    assert [lab for lab in LABS if lab not in linked] == []
+
+
+def test_every_lab_links_back_to_a_chapter():
+    import nbformat
+    for lab in LABS:
+        first = nbformat.read(ROOT / "labs" / f"{lab}.ipynb", as_version=4).cells[0]
+        assert first.cell_type == "markdown" and re.search(r"\]\(\.\./chapters/\w+\.md\)", first.source), (
+            f"the first cell of {lab} should link its chapter, e.g. [Chapter](../chapters/slm.md)")
+
+
+# Binder --------------------------------------------------------------------------------
+
+def pins(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            name, sep, version = line.partition("==")
+            assert sep, f"{path.name}: {line!r} is not pinned with =="
+            out[name.strip().lower()] = version.strip()
+    return out
+
+
+def test_binder_pins_the_same_versions_as_requirements():
+    course, binder = pins(ROOT / "requirements.txt"), pins(ROOT / "binder" / "requirements.txt")
+    assert {name: v for name, v in binder.items() if course.get(name) != v} == {}, "binder/ and requirements.txt disagree"
+    assert set(course) - set(binder) == BOOK_ONLY, "Binder lacks a package the labs need (or BOOK_ONLY is stale)"
+    assert binder["torch"] == "2.13.0"
+
+
+def test_binder_uses_the_cpu_torch_and_installs_the_data():
+    text = (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8")
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+    post = (ROOT / "binder" / "postBuild").read_text(encoding="utf-8")
+    assert "set -euo pipefail" in post and "requirements-data.txt" in post and "-e ." in post
+    assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111, "postBuild must be executable"
+
+
+# The repository URL --------------------------------------------------------------------
+
+def config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+
+
+def test_repository_url_lives_in_one_place():
+    url = config()["repository"]["url"]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    holders = [f for f in tracked if (ROOT / f).is_file() and f.endswith((".md", ".yml", ".py", ".txt", ".ipynb", ".cfg", ".toml"))
+               and url.removeprefix("https://") in (ROOT / f).read_text(encoding="utf-8", errors="replace")]
+    assert holders == ["_config.yml"]
+
+
+def test_binder_url_for_the_exercise_edition():
+    cfg = config()
+    theme = {"repository_url": cfg["repository"]["url"], "repository_branch": cfg["repository"]["branch"],
+             "launch_buttons": cfg["launch_buttons"]}
+    org_repo = cfg["repository"]["url"].removeprefix("https://github.com/")
+    assert binder_url(theme, "exercises/lab01_ngrams.ipynb") == (
+        f"https://mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/exercises/lab01_ngrams.ipynb")
+    with pytest.raises(ValueError, match="repository.url"):
+        binder_url({}, "x.ipynb")
+
+
+def test_every_lab_has_an_exercise_edition():
+    assert [lab for lab in LABS if not (ROOT / "exercises" / f"{lab}.ipynb").is_file()] == []
+
+
+def test_constraints_agree_with_requirements():
+    locked = pins(ROOT / "constraints.txt")
+    course = pins(ROOT / "requirements.txt")
+    assert {name: (v, locked.get(name)) for name, v in course.items() if locked.get(name) != v} == {}, (
+        "constraints.txt and requirements.txt disagree: regenerate constraints.txt (see its header)")
+    assert "-c ../constraints.txt" in (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8")
