@@ -1,6 +1,6 @@
 """A small Sphinx extension for the course book (loaded from ``_config.yml``).
 
-It does two things the stock Jupyter Book does not:
+It does three things the stock Jupyter Book does not:
 
 1. **Math renders offline.**  MathJax 3.2.2 ships inside the pinned PyPI package
    ``django-static-mathjax``; the extension copies the parts the book uses into
@@ -11,6 +11,9 @@ It does two things the stock Jupyter Book does not:
    worked lab; chapters use this role so readers can also open the version with the
    solutions removed.  The Binder address is built from the ``repository`` and
    ``launch_buttons`` sections of ``_config.yml``, the one place the repository URL lives.
+3. **No script twice.**  With Sphinx 7.4, sphinx-thebe 0.3.1 (a dependency of Jupyter Book 1)
+   adds its inline script to every page twice, and the second copy throws a ``SyntaxError``
+   in the browser; the extension drops repeated scripts from each page.
 """
 
 from __future__ import annotations
@@ -83,6 +86,18 @@ def exercise_binder_role(name, rawtext, text, lineno, inliner, options=None, con
     return [link], []
 
 
+def _drop_repeated_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Keep the first of identical ``<script>`` entries of a page (same file or body, same attributes)."""
+    scripts, seen, unique = context.get("script_files") or [], set(), []
+    for script in scripts:
+        key = (getattr(script, "filename", script) or "", getattr(script, "priority", None),
+               tuple(sorted((getattr(script, "attributes", None) or {}).items())))  # None and "" alike
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique
+
+
 def _use_local_mathjax(app, config) -> None:
     mathjax_source()  # fail early, with the install command, if it is missing
     config.mathjax_path = f"mathjax/{MATHJAX_ENTRY}"
@@ -96,5 +111,6 @@ def _copy_mathjax(app, exception) -> None:
 def setup(app):
     app.connect("config-inited", _use_local_mathjax, priority=900)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("html-page-context", _drop_repeated_scripts, priority=1000)  # after those that add scripts
     app.add_role("exercise-binder", exercise_binder_role)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
