@@ -143,3 +143,32 @@ def test_constraints_agree_with_requirements():
     assert {name: (v, locked.get(name)) for name, v in course.items() if locked.get(name) != v} == {}, (
         "constraints.txt and requirements.txt disagree: regenerate constraints.txt (see its header)")
     assert "-c ../constraints.txt" in (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8")
+
+
+# The glossary --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_every_chapter_ends_with_key_terms(chapter):
+    from tinylm.book import key_terms
+    terms = key_terms(ROOT / f"{chapter}.md")
+    assert len(terms) >= 5, f"{chapter} needs a '## Key terms' table (| English | 中文 |) of at least five terms"
+    assert all(en and zh for en, zh in terms), f"{chapter}: a key term lacks its English or Chinese name"
+
+
+def test_glossary_terms_agree_across_chapters():
+    from tinylm.book import book_chapters, key_terms
+    seen, conflicts = {}, []
+    for chapter in book_chapters(ROOT):
+        for english, chinese in key_terms(ROOT / f"{chapter}.md"):
+            if english in seen and seen[english][0] != chinese:
+                conflicts.append(f"{english}: {seen[english][0]} ({seen[english][1]}) vs {chinese} ({chapter})")
+            seen.setdefault(english, (chinese, chapter))
+    assert conflicts == []
+
+
+def test_glossary_lists_every_term_once():
+    from tinylm.book import glossary_markdown
+    table = glossary_markdown(ROOT).splitlines()
+    assert table[0].startswith("| English | 中文 |") and len(table) > 10
+    english = [row.split("|")[1].strip() for row in table[2:]]
+    assert english == sorted(set(english), key=str.lower)

@@ -1,6 +1,6 @@
 """A small Sphinx extension for the course book (loaded from ``_config.yml``).
 
-It does three things the stock Jupyter Book does not:
+It does three things the stock Jupyter Book does not, and makes the glossary:
 
 1. **Math renders offline.**  MathJax 3.2.2 ships inside the pinned PyPI package
    ``django-static-mathjax``; the extension copies the parts the book uses into
@@ -14,11 +14,15 @@ It does three things the stock Jupyter Book does not:
 3. **No script twice.**  With Sphinx 7.4, sphinx-thebe 0.3.1 (a dependency of Jupyter Book 1)
    adds its inline script to every page twice, and the second copy throws a ``SyntaxError``
    in the browser; the extension drops repeated scripts from each page.
+
+The glossary page (``chapters/glossary.md``) calls :func:`glossary_markdown`, which gathers the
+"Key terms" table (English | 中文) that ends every chapter, so the two never disagree.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import quote
@@ -84,6 +88,49 @@ def exercise_binder_role(name, rawtext, text, lineno, inliner, options=None, con
     link = nodes.reference(rawtext, "exercise edition in Binder", refuri=url,
                            classes=["exercise-binder"])
     return [link], []
+
+
+KEY_TERMS = "## Key terms"
+"""The heading of the table of terms that ends every chapter."""
+
+
+def key_terms(chapter: Path) -> list[tuple[str, str]]:
+    """The (English, Chinese) rows of a chapter's key-terms table; [] if it has none."""
+    text = Path(chapter).read_text(encoding="utf-8")
+    if KEY_TERMS not in text:
+        return []
+    section = text.split(KEY_TERMS, 1)[1].split("\n#", 1)[0]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in section.splitlines() if line.strip().startswith("|")]
+    rows = [(row[0], row[1]) for row in cells[2:] if len(row) >= 2]  # after the header and |---|---|
+    return rows
+
+
+def book_chapters(root: Path) -> list[str]:
+    """The chapter files (``chapters/NAME``) in the order of ``_toc.yml``."""
+    toc = (Path(root) / "_toc.yml").read_text(encoding="utf-8")
+    return re.findall(r"file:\s*(chapters/\w+)", toc)
+
+
+def glossary(root: Path) -> dict[str, tuple[str, str]]:
+    """Each English term -> (its Chinese name, the first chapter that lists it), in book order."""
+    terms: dict[str, tuple[str, str]] = {}
+    for chapter in book_chapters(root):
+        for english, chinese in key_terms(Path(root) / f"{chapter}.md"):
+            terms.setdefault(english, (chinese, chapter))
+    return terms
+
+
+def glossary_markdown(root: Path | None = None) -> str:
+    """The glossary as a MyST table: term, 中文, and a link to the chapter that introduces it."""
+    from .paths import course_root
+
+    terms = glossary(root or course_root())
+    lines = ["| English | 中文 | introduced in |", "|---|---|---|"]
+    for english in sorted(terms, key=str.lower):
+        chinese, chapter = terms[english]
+        lines.append(f"| {english} | {chinese} | {{doc}}`{chapter.removeprefix('chapters/')}` |")
+    return "\n".join(lines)
 
 
 def _drop_repeated_scripts(app, pagename, templatename, context, doctree) -> None:

@@ -28,9 +28,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_HOST = "127.0.0.1"  # where conftest.py serves the book
 LABS = sorted(path.stem for path in (REPO / "labs").glob("*.ipynb"))
-CHAPTER = "chapters/slm.html"
-PAGES = ["intro.html", CHAPTER, "chapters/ladder.html", *(f"labs/{lab}.html" for lab in LABS)]
-SCREENSHOT_PAGES = [CHAPTER, "labs/lab01_ngrams.html"]
+TOC = re.findall(r"^\s*(?:root|- file):\s*(\S+)", (REPO / "_toc.yml").read_text(encoding="utf-8"), re.M)
+PAGES = [f"{entry}.html" for entry in TOC]  # every page of the book: home, chapters, labs, reference
+REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary"}
+CHAPTERS = [f"{entry}.html" for entry in TOC if entry.startswith("chapters/") and entry not in REFERENCE_PAGES]
+SCREENSHOT_PAGES = ["chapters/slm.html", "labs/lab01_ngrams.html"]
 
 
 def listing(items) -> str:
@@ -201,26 +203,29 @@ def local_lab_links(page) -> dict[str, str]:
     return links
 
 
-def test_chapter_lab_links_resolve(visit):
-    page_visit = loaded(visit, CHAPTER)
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_lab_links_resolve(chapter, visit):
+    page_visit = loaded(visit, chapter)
     links = local_lab_links(page_visit.page)
-    assert links, f"{CHAPTER} has no link to a lab"
+    assert links, f"{chapter} has no link to a lab"
     broken = []
     for url in sorted(links):
         response = page_visit.page.context.request.get(url)
         if response.status != 200:
             broken.append(f"{url} (HTTP {response.status})")
-    assert not broken, f"{CHAPTER}: these links to labs are broken:{listing(broken)}"
+    assert not broken, f"{chapter}: these links to labs are broken:{listing(broken)}"
 
 
-def test_chapter_links_every_lab_it_references(visit):
-    page_visit = loaded(visit, CHAPTER)
-    referenced = labs_referenced_by(REPO / "chapters" / "slm.md")
-    assert referenced, "chapters/slm.md references no lab of labs/ with {doc}: did the lab folder move?"
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_links_every_lab_it_references(chapter, visit):
+    page_visit = loaded(visit, chapter)
+    source = REPO / chapter.replace(".html", ".md")
+    referenced = labs_referenced_by(source)
+    assert referenced, f"{source.name} references no lab of labs/ with {{doc}}: did the lab folder move?"
     linked = set(local_lab_links(page_visit.page).values())
     missing = sorted(referenced - linked)
     assert not missing, (
-        f"chapters/slm.md references these labs with {{doc}}, but {CHAPTER} has no link to them:{listing(missing)}"
+        f"{source.name} references these labs with {{doc}}, but {chapter} has no link to them:{listing(missing)}"
         f"\nLinked labs: {sorted(linked)}")
 
 
@@ -230,11 +235,13 @@ def binder_path(url: str) -> str:
     return urlpath.removeprefix("lab/tree/")
 
 
-def test_chapter_exercise_binder_links(visit, book_config):
-    page_visit = loaded(visit, CHAPTER)
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_exercise_binder_links(chapter, visit, book_config):
+    page_visit = loaded(visit, chapter)
     links = [unquote(href) for href in hrefs(page_visit.page, "a.exercise-binder")]
-    expected_labs = set(roles_in(REPO / "chapters" / "slm.md", "exercise-binder"))
-    assert links or not expected_labs, f"{CHAPTER} shows no exercise-edition link (class exercise-binder)"
+    source = REPO / chapter.replace(".html", ".md")
+    expected_labs = set(roles_in(source, "exercise-binder"))
+    assert links or not expected_labs, f"{chapter} shows no exercise-edition link (class exercise-binder)"
 
     wrong, missing_files, labs = [], [], set()
     for link in links:
@@ -245,11 +252,11 @@ def test_chapter_exercise_binder_links(visit, book_config):
             wrong.append(f"{link}\n    expected {book_config.binder_url(f'exercises/{lab}.ipynb')}")
         if not (REPO / path).is_file():
             missing_files.append(f"{link} opens {path}, which is not in the repository")
-    assert not wrong, f"{CHAPTER}: these exercise-edition links do not match _config.yml:{listing(wrong)}"
-    assert not missing_files, f"{CHAPTER}: these exercise-edition links open missing files:{listing(missing_files)}"
+    assert not wrong, f"{chapter}: these exercise-edition links do not match _config.yml:{listing(wrong)}"
+    assert not missing_files, f"{chapter}: these exercise-edition links open missing files:{listing(missing_files)}"
     assert labs == expected_labs, (
-        f"{CHAPTER} links the exercise editions of {sorted(labs)}, "
-        f"but chapters/slm.md uses {{exercise-binder}} for {sorted(expected_labs)}")
+        f"{chapter} links the exercise editions of {sorted(labs)}, "
+        f"but {source.name} uses {{exercise-binder}} for {sorted(expected_labs)}")
 
 
 # --------------------------------------------------------------------------- the labs
