@@ -5,11 +5,16 @@ One concept per module, written to be read:
 - ``tinylm.data``      corpora loaded offline, with the course-wide train/validation/test split
 - ``tinylm.ngram``     n-gram language models (add-k, interpolation, Kneser-Ney)
 - ``tinylm.segment``   Chinese word segmentation with a unigram language model
+- ``tinylm.params``    counting the parameters of GPT-2, BERT, T5 and LLaMA from their configurations
+- ``tinylm.autograd``  a small reverse-mode automatic differentiation engine on numpy arrays
+- ``tinylm.bpe``       byte-pair encoding from scratch, and SmolLM2's tokeniser read from its GGUF file
 - ``tinylm.metrics``   bits per character, perplexity, compressor baselines
 - ``tinylm.ladder``    the course-wide table of models scored on the same test split
 - ``tinylm.results``   small result files that labs write and chapters read
 - ``tinylm.exercises`` the exercise edition of a lab
 - ``tinylm.grading``   grading a student's lab with nbval
+- ``tinylm.bench``     each lab's seconds and peak memory on one core
+- ``tinylm.book``      the book's Sphinx extension and its glossary
 """
 
 __version__ = "0.1.0"

