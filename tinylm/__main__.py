@@ -4,6 +4,7 @@ Commands
   exercise LAB... [-o DIR]     write the exercise edition of labs (solutions removed)
   grade SUBMISSION [--lab LAB]  grade a student's notebook against the worked lab
   bench [LAB...]               measure each lab's seconds and peak memory on one core
+  rung {list,train NAME}       train a ladder rung for longer than a lab may (tinylm.rungs)
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from . import exercises, grading, bench
+    from . import bench, exercises, grading, rungs
 
     exercises.add_arguments(sub.add_parser("exercise", help="make the exercise edition of labs"))
     grading.add_arguments(sub.add_parser("grade", help="grade a submission"))
     bench.add_arguments(sub.add_parser("bench", help="measure lab budgets"))
+    rungs.add_arguments(sub.add_parser("rung", help="train a ladder rung"))
 
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
