@@ -110,3 +110,15 @@ def test_history_plot_and_parameter_count():
     assert train.count_parameters(model) == 10 * 4 + (4 * 8 + 8 * 8 + 2 * 8) + (8 * 10 + 10)
     history = train.History(step=[1, 2], cpu_seconds=[0.1, 0.2], train_bpc=[3.0, 2.0], valid_bpc=[3.1, 2.5])
     assert history.plot(label="rnn") is not None and history.plot(x="cpu_seconds") is not None
+
+
+def test_stop_after_runs_the_start_of_the_same_schedule():
+    config = train.TrainConfig(steps=90, batch_size=4, context=10, lr=1e-2, warmup=5, eval_every=30,
+                               eval_tokens=100, progress=False)
+    train.seed_everything(0)
+    whole = train.train(MLPLanguageModel(MLPConfig(vocab_size=10, context=2)), TEXT, TEXT, config)
+    train.seed_everything(0)
+    config.stop_after = 45
+    start = train.train(MLPLanguageModel(MLPConfig(vocab_size=10, context=2)), TEXT, TEXT, config)
+    assert start.steps_done == 45 and start.step == [30, 45]
+    assert start.valid_bpc[0] == whole.valid_bpc[0]

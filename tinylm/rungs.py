@@ -63,11 +63,11 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("mlp", "Bengio-style MLP over the last 8 characters (embeddings 32, hidden 512)",
            "mlp", dict(context=8, embedding=32, hidden=512, dropout=0.1),
-           train.TrainConfig(steps=6000, batch_size=32, context=128, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+           train.TrainConfig(steps=3000, batch_size=32, context=128, lr=2e-3, warmup=100, min_lr_ratio=0.05,
                              eval_every=500, progress=True)),
     Recipe("rnn", "plain tanh RNN, one layer of 512 (Elman)",
            "recurrent", dict(cell="rnn", embedding=64, hidden=512, dropout=0.1),
-           train.TrainConfig(steps=6000, batch_size=32, context=128, lr=1e-3, warmup=100, min_lr_ratio=0.05,
+           train.TrainConfig(steps=4000, batch_size=32, context=128, lr=1e-3, warmup=100, min_lr_ratio=0.05,
                              eval_every=500, grad_clip=0.5, progress=True)),
     Recipe("lstm", "LSTM, one layer of 512",
            "recurrent", dict(cell="lstm", embedding=64, hidden=512, dropout=0.1),

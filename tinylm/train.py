@@ -68,6 +68,7 @@ class TrainConfig:
     restore_best: bool = True    # end with the weights that scored best on validation
     seed: int = 0
     progress: bool = True        # a tqdm progress bar on stderr
+    stop_after: int | None = None  # run only the first steps of the schedule (a short live version)
 
     def lr_at(self, step: int) -> float:
         """The learning rate for optimizer step ``step`` (0-based)."""
@@ -261,10 +262,11 @@ def train(model: torch.nn.Module, train_ids, valid_ids, config: TrainConfig = Tr
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     history = history or History()
     best_state, since_best, losses, state = None, 0, [], None
-    bar = tqdm(total=config.steps, disable=not config.progress, file=sys.stderr, mininterval=2.0,
+    last = min(config.steps, config.stop_after or config.steps)
+    bar = tqdm(total=last, disable=not config.progress, file=sys.stderr, mininterval=2.0,
                unit="step", dynamic_ncols=True)
     model.train()
-    for step in range(config.steps):
+    for step in range(last):
         start = time.process_time()
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
@@ -284,7 +286,7 @@ def train(model: torch.nn.Module, train_ids, valid_ids, config: TrainConfig = Tr
         history.steps_done = step + 1
         losses.append(loss.item() / LN2)
         bar.update(1)
-        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+        if (step + 1) % config.eval_every == 0 or step + 1 == last:
             valid = bits_per_char(model, valid_ids, context=config.context)
             history.step.append(step + 1)
             history.cpu_seconds.append(round(history.train_cpu_seconds, 3))
