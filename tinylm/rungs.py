@@ -88,11 +88,21 @@ def corpus_ids(recipe: Recipe):
 
 
 def run(recipe: Recipe, out_dir: Path, steps: int | None = None) -> dict:
-    """Train ``recipe`` (or only ``steps`` steps, for a trial) and write its checkpoint and log."""
-    from safetensors.torch import save_file
-
+    """Train ``recipe`` (or only ``steps`` steps, for a trial) on one thread, deterministically,
+    and write its checkpoint and log."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    try:
+        return _run(recipe, out_dir, steps)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:
+    from safetensors.torch import save_file
+
     config = recipe.train if steps is None else train.TrainConfig(**{**asdict(recipe.train), "steps": steps})
     corpus, vocab, train_ids, valid_ids = corpus_ids(recipe)
     train.seed_everything(config.seed)
