@@ -68,3 +68,57 @@ class RecurrentLM(nn.Module):
 
     def to_dict(self) -> dict:
         return asdict(self.config)
+
+
+# ----------------------------------------------------------------------------- gradients through time
+
+def gradient_norms_through_time(model: RecurrentLM, ids, max_lag: int):
+    """How strongly the loss at the last position depends on the state ``k`` steps back.
+
+    ``ids`` is a batch of sequences, shape (N, n + 1).  The model reads the first ``n`` tokens
+    of each row from a zero state and predicts the last one; call that loss ``L`` (one term per
+    row).  Write s_t for the state after reading token t (h_t for an RNN or a GRU, the pair
+    (h_t, c_t) for an LSTM, all layers together).  The result has shape (N, max_lag + 1): entry
+    ``[i, k]`` is the norm of dL/ds_{n-k} for row ``i``.
+
+    Backpropagation through time computes dL/ds_{t-1} from dL/ds_t by multiplying with the
+    transposed Jacobian ds_t/ds_{t-1}, so dL/ds_{n-k} is dL/ds_n times a product of ``k``
+    Jacobians: the norms show whether that product shrinks (vanishing gradients) or grows
+    (exploding gradients) with the distance ``k``.
+
+    The model is stepped one token at a time, so that every intermediate state is a tensor
+    autograd can differentiate with respect to; ``torch.autograd.grad`` returns the gradients
+    without touching the parameters' ``.grad``.  Use a float64 model (``model.double()``) to
+    follow gradients down to 1e-100 and below without underflow.
+    """
+    import numpy as np
+    import torch.nn.functional as F
+
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    if ids.dim() != 2:
+        raise ValueError(f"ids must have shape (N, n + 1), got {tuple(ids.shape)}")
+    n = ids.shape[1] - 1
+    if not 0 <= max_lag < n:
+        raise ValueError(f"max_lag must be in 0..{n - 1} for sequences of {n + 1} tokens, got {max_lag}")
+    was_training = model.training
+    model.eval()                                        # no dropout
+    try:
+        with torch.enable_grad():
+            inputs = model.embed(ids[:, :-1])
+            state, states = None, []
+            for t in range(n):
+                _, state = model.rnn(inputs[:, t:t + 1], state)
+                states.append(state if isinstance(state, tuple) else (state,))
+            last_h = states[-1][0][-1]                     # the top layer's h_n, shape (N, hidden)
+            loss = F.cross_entropy(model.head(last_h), ids[:, -1], reduction="sum")
+            wanted = [part for parts in states[n - 1 - max_lag:] for part in parts]
+            grads = torch.autograd.grad(loss, wanted, allow_unused=True)   # c_n is unused: None
+    finally:
+        model.train(was_training)
+    per_state = len(states[0])                             # 1, or 2 for an LSTM
+    norms = []
+    for k in range(max_lag + 1):                           # lag k is the state at t = n - k
+        index = (max_lag - k) * per_state
+        squared = sum(g.pow(2).sum(dim=(0, 2)) for g in grads[index:index + per_state] if g is not None)
+        norms.append(squared.sqrt())
+    return torch.stack(norms, dim=1).detach().cpu().numpy()
