@@ -1,5 +1,5 @@
-"""Bengio's MLP language model: the forward pass written out, parameter counts, mixtures,
-embedding neighbours and the word vocabulary of the word-level model."""
+"""Bengio's MLP language model: the forward pass written out, parameter counts, chunked scoring,
+mixtures, embedding neighbours and the word vocabulary of the word-level model."""
 
 import math
 
@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from tinylm import train
-from tinylm.mlp_lm import (UNK, MLPConfig, MLPLanguageModel, cosine_similarities, encode_words, log2probs, lowercase_words,
-                           mix_log2probs, nearest_neighbours, parameter_count, pca_2d, word_vocabulary)
+from tinylm.mlp_lm import (UNK, MLPConfig, MLPLanguageModel, cosine_similarities, encode_words, log2probs,
+                           lowercase_words, mix_log2probs, nearest_neighbours, parameter_count, pca_2d,
+                           word_vocabulary)
 
 
 @pytest.mark.parametrize("direct", [False, True])
