@@ -27,19 +27,23 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import data, train
+from .bpe import BPETokenizer
 from .mlp_lm import MLPConfig, MLPLanguageModel
 from .paths import course_root
 from .rnn import RecurrentConfig, RecurrentLM
+from .transformer import DecoderLM, TransformerConfig
 from .vocab import Vocabulary
 
-MODELS = {"mlp": (MLPConfig, MLPLanguageModel), "recurrent": (RecurrentConfig, RecurrentLM)}
+MODELS = {"mlp": (MLPConfig, MLPLanguageModel), "recurrent": (RecurrentConfig, RecurrentLM),
+          "transformer": (TransformerConfig, DecoderLM)}
 """Model families a recipe may use: name -> (config class, model class)."""
 
 
@@ -54,6 +58,7 @@ class Recipe:
     train: train.TrainConfig
     corpus: str = "shakespeare"
     stage: str = "NLM"
+    tokens: str = "char"              # "char", or "bpe-N": byte-level BPE with N merges learnt on train
 
     def build(self, vocab_size: int) -> torch.nn.Module:
         config_class, model_class = MODELS[self.family]
@@ -80,11 +85,35 @@ def checkpoint_dir() -> Path:
     return course_root() / "checkpoints"
 
 
-def corpus_ids(recipe: Recipe):
-    """The corpus, its character vocabulary, and the train and validation ids."""
+def make_tokenizer(recipe: Recipe, corpus: data.Corpus):
+    """The recipe's tokens: the corpus's characters, or BPE merges learnt on its training split
+    (deterministic, a second or two)."""
+    if recipe.tokens == "char":
+        return Vocabulary(corpus.alphabet)
+    if recipe.tokens.startswith("bpe-"):
+        return BPETokenizer.train(corpus.train, int(recipe.tokens.removeprefix("bpe-")))
+    raise ValueError(f"unknown tokens {recipe.tokens!r}: 'char' or 'bpe-N'")
+
+
+def corpus_ids(recipe: Recipe, tokenizer=None):
+    """The corpus, its tokenizer, and the train and validation ids."""
     corpus = data.load(recipe.corpus)
-    vocab = Vocabulary(corpus.alphabet)
-    return corpus, vocab, vocab.encode(corpus.train), vocab.encode(corpus.valid)
+    tokenizer = tokenizer or make_tokenizer(recipe, corpus)
+    return corpus, tokenizer, _encode(tokenizer, corpus.train), _encode(tokenizer, corpus.valid)
+
+
+def _encode(tokenizer, text: str) -> np.ndarray:
+    return np.asarray(tokenizer.encode(text), dtype=np.int64)
+
+
+def validation(recipe: Recipe, config: train.TrainConfig, corpus: data.Corpus, tokenizer):
+    """The validation ids a run evaluates on and the characters they spell.
+
+    Characters: the first ``eval_tokens`` characters.  Subwords: the first ``eval_tokens``
+    *characters* of the validation text, encoded, so that every recipe is judged on the same text.
+    """
+    text = corpus.valid[: config.eval_tokens]
+    return _encode(tokenizer, text), len(text)
 
 
 def run(recipe: Recipe, out_dir: Path, steps: int | None = None) -> dict:
@@ -104,14 +133,19 @@ def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:
     from safetensors.torch import save_file
 
     config = recipe.train if steps is None else train.TrainConfig(**{**asdict(recipe.train), "steps": steps})
-    corpus, vocab, train_ids, valid_ids = corpus_ids(recipe)
+    corpus = data.load(recipe.corpus)
+    tokenizer = make_tokenizer(recipe, corpus)
+    train_ids = _encode(tokenizer, corpus.train)
+    valid_ids, valid_chars = validation(recipe, config, corpus, tokenizer)
     train.seed_everything(config.seed)
-    model = recipe.build(len(vocab))
+    model = recipe.build(len(tokenizer))
     started, wall = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
-    history = train.train(model, train_ids, valid_ids, config)
+    history = train.train(model, train_ids, valid_ids, replace(config, eval_tokens=None),
+                          valid_chars=valid_chars, train_chars=len(corpus.train))
     log = {
         "name": recipe.name, "description": recipe.description, "stage": recipe.stage, "corpus": corpus.name,
-        "family": recipe.family, "model": dict(recipe.model, vocab_size=len(vocab)), "train": asdict(config),
+        "family": recipe.family, "tokens": recipe.tokens, "model": dict(recipe.model, vocab_size=len(tokenizer)),
+        "train": asdict(config),
         "parameters": train.count_parameters(model), "history": history.to_dict(),
         "train_cpu_seconds": round(history.train_cpu_seconds, 1),
         "wall_seconds": round(time.monotonic() - wall, 1),
@@ -122,6 +156,8 @@ def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:
         "trial": steps is not None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    if recipe.tokens != "char":
+        tokenizer.save(out_dir / f"{recipe.name}.tokenizer.json")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir / f"{recipe.name}.safetensors",
               metadata={"recipe": recipe.name})
     (out_dir / f"{recipe.name}.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
@@ -142,6 +178,15 @@ def load(name: str, directory: Path | None = None) -> tuple[torch.nn.Module, dic
     model = model_class(config_class(**log["model"]))
     model.load_state_dict(load_file(weights))
     return model.eval(), log
+
+
+def load_tokenizer(name: str, directory: Path | None = None):
+    """The tokenizer rung ``name`` was trained with: characters, or its saved BPE merges."""
+    directory = directory or checkpoint_dir()
+    log = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    if log.get("tokens", "char") == "char":
+        return Vocabulary(data.load(log["corpus"]).alphabet)
+    return BPETokenizer.load(directory / f"{name}.tokenizer.json")
 
 
 def _cpu_name() -> str:

@@ -69,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True        # a tqdm progress bar on stderr
     stop_after: int | None = None  # run only the first steps of the schedule (a short live version)
+    precision: str = "fp32"      # "bf16": mixed precision, matrix products in bfloat16 (weights stay fp32)
 
     def lr_at(self, step: int) -> float:
         """The learning rate for optimizer step ``step`` (0-based)."""
@@ -84,12 +85,14 @@ class History:
 
     step: list[int] = field(default_factory=list)          # at each evaluation
     cpu_seconds: list[float] = field(default_factory=list)
+    wall_seconds: list[float] = field(default_factory=list)   # the same, by the clock on the wall
     train_bpc: list[float] = field(default_factory=list)   # mean over the steps since the last evaluation
     valid_bpc: list[float] = field(default_factory=list)
     best_step: int = 0
     best_valid_bpc: float = math.inf
     steps_done: int = 0
     train_cpu_seconds: float = 0.0                        # training only, evaluations excluded
+    train_wall_seconds: float = 0.0
     stopped_early: bool = False
 
     def to_dict(self) -> dict:
@@ -243,14 +246,20 @@ def bits_per_char(model, ids, context: int = 256, n_chars: int | None = None) ->
 # ----------------------------------------------------------------------------- the loop
 
 def train(model: torch.nn.Module, train_ids, valid_ids, config: TrainConfig = TrainConfig(),
-          history: History | None = None) -> History:
+          history: History | None = None, valid_chars: int | None = None,
+          train_chars: int | None = None) -> History:
     """Train ``model`` on ``train_ids``, evaluating on ``valid_ids``; return the :class:`History`.
 
     CPU-seconds count the training steps only (``time.process_time``), not the evaluations.
+    For subword tokens pass the characters the ids spell (``valid_chars``, ``train_chars``)
+    and the history is in bits per character; otherwise it is in bits per token.
     """
     from tqdm import tqdm   # plain text on stderr: no widget library needed
 
     train_ids = torch.as_tensor(np.asarray(train_ids), dtype=torch.long)
+    if valid_chars is not None and config.eval_tokens is not None and config.eval_tokens < len(valid_ids):
+        raise ValueError("valid_chars counts all of valid_ids: set eval_tokens=None and cut the text instead")
+    train_scale = (len(train_ids) / train_chars) if train_chars else 1.0
     valid_ids = np.asarray(valid_ids)[: config.eval_tokens]
     generator = torch.Generator().manual_seed(config.seed)
     stateful = getattr(model, "stateful", False)
@@ -267,29 +276,32 @@ def train(model: torch.nn.Module, train_ids, valid_ids, config: TrainConfig = Tr
                unit="step", dynamic_ncols=True)
     model.train()
     for step in range(last):
-        start = time.process_time()
+        start, wall = time.process_time(), time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
         x, y, reset = batches.next()
         if reset or state is None:
             state = None
-        logits, state = model(x, state)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            logits, state = model(x, state)
         if state is not None:                  # truncate backpropagation through time here
             state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         history.train_cpu_seconds += time.process_time() - start
+        history.train_wall_seconds += time.perf_counter() - wall
         history.steps_done = step + 1
-        losses.append(loss.item() / LN2)
+        losses.append(loss.item() / LN2 * train_scale)
         bar.update(1)
         if (step + 1) % config.eval_every == 0 or step + 1 == last:
-            valid = bits_per_char(model, valid_ids, context=config.context)
+            valid = bits_per_char(model, valid_ids, context=config.context, n_chars=valid_chars)
             history.step.append(step + 1)
             history.cpu_seconds.append(round(history.train_cpu_seconds, 3))
+            history.wall_seconds.append(round(history.train_wall_seconds, 3))
             history.train_bpc.append(float(np.mean(losses)))
             history.valid_bpc.append(valid)
             losses = []
