@@ -78,6 +78,16 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "recurrent", dict(cell="lstm", embedding=64, hidden=512, dropout=0.1),
            train.TrainConfig(steps=6000, batch_size=32, context=128, lr=3e-3, warmup=100, min_lr_ratio=0.05,
                              eval_every=500, progress=True)),
+    Recipe("gpt", "GPT: 6 pre-norm Transformer blocks of width 256, 4 heads, over BPE-1024 tokens",
+           "transformer", dict(d_model=256, n_heads=4, n_layers=6, max_len=256, dropout=0.1),
+           train.TrainConfig(steps=3400, batch_size=8, context=256, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+                             eval_every=200, progress=True, precision="bf16"),
+           stage="PLM", tokens="bpe-1024"),
+    Recipe("gpt4", "GPT: 4 pre-norm Transformer blocks of width 256, 4 heads, over BPE-1024 tokens",
+           "transformer", dict(d_model=256, n_heads=4, n_layers=4, max_len=256, dropout=0.0),
+           train.TrainConfig(steps=4800, batch_size=8, context=256, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+                             eval_every=300, progress=True, precision="bf16"),
+           stage="PLM", tokens="bpe-1024"),
 ]}
 
 
@@ -130,7 +140,7 @@ def run(recipe: Recipe, out_dir: Path, steps: int | None = None) -> dict:
 
 
 def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     config = recipe.train if steps is None else train.TrainConfig(**{**asdict(recipe.train), "steps": steps})
     corpus = data.load(recipe.corpus)
@@ -158,15 +168,15 @@ def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if recipe.tokens != "char":
         tokenizer.save(out_dir / f"{recipe.name}.tokenizer.json")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir / f"{recipe.name}.safetensors",
-              metadata={"recipe": recipe.name})
+    # save_model stores a tied tensor (a GPT's embedding and output layer) once
+    save_model(model, str(out_dir / f"{recipe.name}.safetensors"), metadata={"recipe": recipe.name})
     (out_dir / f"{recipe.name}.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
     return log
 
 
 def load(name: str, directory: Path | None = None) -> tuple[torch.nn.Module, dict]:
     """The trained model of rung ``name`` and its log, from ``checkpoints/``."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     directory = directory or checkpoint_dir()
     weights, log_path = directory / f"{name}.safetensors", directory / f"{name}.json"
@@ -176,7 +186,7 @@ def load(name: str, directory: Path | None = None) -> tuple[torch.nn.Module, dic
     log = json.loads(log_path.read_text(encoding="utf-8"))
     config_class, model_class = MODELS[log["family"]]
     model = model_class(config_class(**log["model"]))
-    model.load_state_dict(load_file(weights))
+    load_model(model, str(weights))
     return model.eval(), log
 
 

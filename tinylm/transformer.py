@@ -43,7 +43,8 @@ class TransformerConfig:
     n_layers: int = 4
     d_ff: int | None = None            # hidden width of the MLP (default 4 * d_model)
     max_len: int = 256                 # the longest sequence learned positions allow
-    dropout: float = 0.0
+    dropout: float = 0.0               # on embeddings and on each sublayer's output
+    attn_dropout: float = 0.0          # on the attention weights (slow on CPU: no fused kernel)
     norm: str = "layer"                # "layer" (LayerNorm) or "rms" (RMSNorm, LLaMA)
     norm_eps: float = 1e-5
     norm_first: bool = True            # pre-norm (GPT-2) or post-norm (BERT, the 2017 original)
@@ -208,7 +209,7 @@ class MultiHeadAttention(nn.Module):
             y, self.weights = attention(q, k, v, causal_mask(n_q) if fused_causal else mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=fused_causal,
-                                               dropout_p=c.dropout if self.training else 0.0)
+                                               dropout_p=c.attn_dropout if self.training else 0.0)
         batch, _, length, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(batch, length, c.d_model))
 
