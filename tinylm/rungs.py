@@ -79,11 +79,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            train.TrainConfig(steps=6000, batch_size=32, context=128, lr=3e-3, warmup=100, min_lr_ratio=0.05,
                              eval_every=500, progress=True)),
     Recipe("gpt", "GPT with LLaMA-style blocks (RMSNorm, rotary positions, SwiGLU): 4 blocks of width 256, "
-                  "4 heads, over BPE-1024 tokens",
+                  "4 heads, over BPE-1024 tokens; dropout 0.1 and weight decay 0.1",
            "transformer", dict(d_model=256, n_heads=4, n_layers=4, max_len=256, norm="rms", positions="rotary",
-                               mlp="swiglu"),
-           train.TrainConfig(steps=4000, batch_size=8, context=256, lr=2e-3, warmup=100, min_lr_ratio=0.05,
-                             eval_every=250, progress=True, precision="bf16"),
+                               mlp="swiglu", dropout=0.1),
+           train.TrainConfig(steps=3700, batch_size=8, context=256, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+                             weight_decay=0.1, eval_every=250, progress=True, precision="bf16"),
            stage="PLM", tokens="bpe-1024"),
     Recipe("gpt2style", "GPT with GPT-2's blocks (LayerNorm, learned positions, GELU): 4 blocks of width 256, "
                         "4 heads, over BPE-1024 tokens",

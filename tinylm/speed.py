@@ -105,8 +105,10 @@ def _logits(model, x):
     return out.logits if hasattr(out, "logits") else out
 
 
-def time_training(model: nn.Module, shape: Shape, steps: int = 10, warmup: int = 3, repeats: int = 3) -> float:
-    """Median CPU-seconds of one optimizer step (forward, backward, AdamW) over ``repeats`` runs."""
+def time_training(model: nn.Module, shape: Shape, steps: int = 10, warmup: int = 3, repeats: int = 3,
+                  bf16: bool = False) -> float:
+    """Median CPU-seconds of one optimizer step (forward, backward, AdamW) over ``repeats`` runs;
+    ``bf16``: matrix products in bfloat16 (autocast), as the rung runs train."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, shape.vocab_size, (shape.batch_size, shape.context), generator=g)
     y = torch.randint(0, shape.vocab_size, (shape.batch_size, shape.context), generator=g)
@@ -114,7 +116,9 @@ def time_training(model: nn.Module, shape: Shape, steps: int = 10, warmup: int =
     model.train()
 
     def step():
-        loss = F.cross_entropy(_logits(model, x).reshape(-1, shape.vocab_size), y.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = _logits(model, x)
+        loss = F.cross_entropy(logits.float().reshape(-1, shape.vocab_size), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -159,6 +163,7 @@ def measure(shape: Shape, new_tokens: int = 256) -> dict:
                                                  config.max_len)}
         tokens = shape.batch_size * shape.context
         step = {name: time_training(model, shape) for name, model in models.items()}
+        step_bf16 = {name: time_training(model, shape, bf16=True) for name, model in models.items()}
         generation = time_generation(ours.eval(), new_tokens)
     finally:
         torch.set_num_threads(threads)
@@ -167,6 +172,8 @@ def measure(shape: Shape, new_tokens: int = 256) -> dict:
         "parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()},
         "step_ms": {name: round(1000 * s, 1) for name, s in step.items()},
         "tokens_per_second": {name: round(tokens / s) for name, s in step.items()},
+        "step_ms_bf16": {name: round(1000 * s, 1) for name, s in step_bf16.items()},
+        "tokens_per_second_bf16": {name: round(tokens / s) for name, s in step_bf16.items()},
         "generation": {"new_tokens": new_tokens, **{k: round(v, 2) for k, v in generation.items()}},
         "machine": {"cpu": _cpu(), "python": platform.python_version(), "torch": torch.__version__, "threads": 1},
     }
