@@ -5,6 +5,7 @@ Commands
   grade SUBMISSION [--lab LAB]  grade a student's notebook against the worked lab
   bench [LAB...]               measure each lab's seconds and peak memory on one core
   rung {list,train NAME}       train a ladder rung for longer than a lab may (tinylm.rungs)
+  pretrain [NAME]              pre-train a masked language model, or list the recipes (tinylm.mlm)
   speed [RUNG] [--write]       time our GPT's training step against others, and the KV cache
 """
 
@@ -19,12 +20,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from . import bench, exercises, grading, rungs, speed
+    from . import bench, exercises, grading, mlm, rungs, speed
 
     exercises.add_arguments(sub.add_parser("exercise", help="make the exercise edition of labs"))
     grading.add_arguments(sub.add_parser("grade", help="grade a submission"))
     bench.add_arguments(sub.add_parser("bench", help="measure lab budgets"))
     rungs.add_arguments(sub.add_parser("rung", help="train a ladder rung"))
+    mlm.add_arguments(sub.add_parser("pretrain", help="pre-train a masked language model"))
     speed.add_arguments(sub.add_parser("speed", help="time the GPT against other implementations"))
 
     args = parser.parse_args(argv)
