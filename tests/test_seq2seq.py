@@ -122,8 +122,9 @@ def test_zero_rate_changes_the_split():
     zeros, _, _ = split_numbers(200, 0, 0, seed=1, zero_rate=0.5)
     long = [n for n in zeros if digit_count(n) == 8]
     assert len(long) == len(set(long)) == 200
-    count = [sum(str(n).count("0") for n in ns if digit_count(n) == 8) for ns in (plain, zeros)]
-    assert count[1] > 3 * count[0]
+    mixed, _, _ = split_numbers(200, 0, 0, seed=1, zero_rate=(0.1, 0.5))
+    count = [sum(str(n).count("0") for n in ns if digit_count(n) == 8) for ns in (plain, mixed, zeros)]
+    assert count[2] > 3 * count[0] and count[0] < count[1] < count[2], count
 
 
 def test_repeat_rare_only_repeats():
