@@ -489,14 +489,8 @@ def build(recipe: Recipe, vocab_size: int) -> MaskedLM:
 def run(recipe: Recipe, out_dir: Path, steps: int | None = None) -> dict:
     """Pre-train ``recipe`` (or only ``steps`` steps, a trial) on one thread, deterministically,
     and write ``NAME.safetensors`` and ``NAME.json`` to ``out_dir``."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with train.one_thread_deterministic():
         return _run(recipe, out_dir, steps)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:

@@ -132,14 +132,8 @@ def validation(recipe: Recipe, config: train.TrainConfig, corpus: data.Corpus, t
 def run(recipe: Recipe, out_dir: Path, steps: int | None = None) -> dict:
     """Train ``recipe`` (or only ``steps`` steps, for a trial) on one thread, deterministically,
     and write its checkpoint and log."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with train.one_thread_deterministic():
         return _run(recipe, out_dir, steps)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _run(recipe: Recipe, out_dir: Path, steps: int | None) -> dict:

@@ -28,6 +28,7 @@ bits per character, and :meth:`History.plot` draws the loss curves.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -41,6 +42,20 @@ import torch.nn.functional as F
 
 LN2 = math.log(2.0)
 """A loss in nats divided by ln 2 is a loss in bits."""
+
+
+@contextlib.contextmanager
+def one_thread_deterministic():
+    """Run the block on one thread with deterministic algorithms, as the long recorded runs do
+    (rungs, pre-training), then restore the settings."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def seed_everything(seed: int) -> None:
