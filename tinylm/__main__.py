@@ -1,6 +1,7 @@
 """Command line: ``python -m tinylm COMMAND`` (or ``tinylm COMMAND`` once installed).
 
 Commands
+  execute LAB...               run labs in fresh kernels, save them with outputs, write their editions
   exercise LAB... [-o DIR]     write the exercise edition of labs (solutions removed)
   grade SUBMISSION [--lab LAB]  grade a student's notebook against the worked lab
   bench [LAB...]               measure each lab's seconds and peak memory on one core
@@ -20,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from . import bench, exercises, grading, mlm, rungs, speed
+    from . import bench, execute, exercises, grading, mlm, rungs, speed
 
+    execute.add_arguments(sub.add_parser("execute", help="execute labs and save them with their outputs"))
     exercises.add_arguments(sub.add_parser("exercise", help="make the exercise edition of labs"))
     grading.add_arguments(sub.add_parser("grade", help="grade a submission"))
     bench.add_arguments(sub.add_parser("bench", help="measure lab budgets"))

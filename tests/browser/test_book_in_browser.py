@@ -263,12 +263,16 @@ def test_chapter_exercise_binder_links(chapter, visit, book_config):
 
 
 def stored_outputs(lab: str) -> dict:
-    """What ``labs/LAB.ipynb`` stores: cells with outputs, image outputs, and the stream lines."""
+    """What ``labs/LAB.ipynb`` stores and the book shows: cells with outputs, image outputs, and
+    the stream lines."""
     notebook = json.loads((REPO / "labs" / f"{lab}.ipynb").read_text(encoding="utf-8"))
     shown = [cell for cell in notebook["cells"]
              if cell["cell_type"] == "code" and cell.get("outputs")
              and not {"remove-output", "remove-cell"} & set(cell.get("metadata", {}).get("tags", []))]
-    outputs = [output for cell in shown for output in cell["outputs"]]
+    # A cell tagged remove-stderr shows its other outputs but not its stderr (the book hides it).
+    outputs = [output for cell in shown for output in cell["outputs"]
+               if not (output.get("name") == "stderr"
+                       and "remove-stderr" in cell.get("metadata", {}).get("tags", []))]
     stream_lines = []
     for output in outputs:
         if output.get("output_type") == "stream":
