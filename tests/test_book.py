@@ -172,3 +172,16 @@ def test_glossary_lists_every_term_once():
     assert table[0].startswith("| English | 中文 |") and len(table) > 10
     english = [row.split("|")[1].strip() for row in table[2:]]
     assert english == sorted(set(english), key=str.lower)
+
+
+def test_every_module_of_tinylm_is_listed_in_the_package_index_and_the_readme():
+    """``tinylm/__init__.py`` and README's layout table name every module, so a reader finds it."""
+    import tinylm
+
+    modules = sorted(p.stem for p in (ROOT / "tinylm").glob("*.py") if not p.stem.startswith("_"))
+    index = tinylm.__doc__
+    readme_row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+                      if line.startswith("| `tinylm/` |"))
+    tooling = {"__main__", "paths"}  # plumbing: the command line and where the course lives
+    assert [m for m in modules if f"tinylm.{m}`" not in index and m not in tooling] == []
+    assert [m for m in modules if f"`{m}`" not in readme_row and m not in tooling] == []

@@ -287,21 +287,51 @@ class TestNbvalPlugin:
         assert "FAILED loop.ipynb::Cell 0" in run.stdout
 
 
+class TestCompareAll:
+    """``--compare-all``: every cell's output is compared, and the others that differ are notes."""
+
+    def lab_printing(self, tmp_path, text):
+        """The fixture lab, its first cell's stored output replaced by ``text``."""
+        lab = nbformat.read(FIXTURE, as_version=4)
+        lab.cells[1].outputs = [new_output("stream", name="stdout", text=text)]
+        path = tmp_path / "grading_lab.ipynb"
+        nbformat.write(lab, path)
+        return path
+
+    def test_a_differing_cell_outside_the_exercises_is_a_note(self, tmp_path):
+        lab = self.lab_printing(tmp_path, "numpy is ready\n")
+        report = graded(submission(tmp_path), lab, compare_all=True)
+        assert report.score == 4
+        assert report.notes == ['code cell 1 of the lab (not part of an exercise) printed "numpy ready" '
+                                'where the worked lab prints "numpy is ready"']
+        assert graded(submission(tmp_path), lab).notes == []  # graded as usual: not compared
+
+    def test_the_command_line_flag(self, tmp_path, capsys):
+        lab = self.lab_printing(tmp_path, "numpy ready\n")
+        assert run_cli(submission(tmp_path), "--lab", lab, "--compare-all", "--cell-timeout", CELL_TIMEOUT) == 0
+        out = capsys.readouterr().out
+        assert "Score: 4/4" in out and "code cell" not in out
+
+
 class TestRepositoryWorkedLabs:
-    """Every labs/*.ipynb, graded against itself, scores full marks."""
+    """Every labs/*.ipynb, graded against itself with every output compared, scores full marks
+    and reproduces all its stored outputs: this is nbval on every lab, under the grader's
+    limits, with one thread and ATen's generic kernels (the grader's settings), while the
+    committed outputs were made with the defaults; so no checked number depends on the CPU."""
 
     @pytest.mark.parametrize("lab", lab_params())
-    def test_worked_lab_scores_full_marks(self, lab, tmp_path):
+    def test_worked_lab_reproduces_and_scores_full_marks(self, lab, tmp_path):
         sub = tmp_path / lab.name
         sub.write_bytes(lab.read_bytes())
-        report = graded(sub, lab, cell_timeout=grading.CELL_TIMEOUT)
+        report = graded(sub, lab, cell_timeout=grading.CELL_TIMEOUT, compare_all=True)
         assert report.error is None, report.format()
         assert report.score == report.max_score > 0, report.format()
+        assert report.notes == [], report.format()
 
 
 class TestRepositoryExerciseEditions:
     """The exercise edition of every labs/*.ipynb scores zero (a separate class, so that
-    ``pytest -n 2 --dist loadscope`` grades both kinds in parallel)."""
+    ``pytest -n 2`` can grade both kinds at once)."""
 
     @pytest.mark.parametrize("lab", lab_params())
     def test_exercise_edition_scores_zero(self, lab, tmp_path):

@@ -12,7 +12,10 @@ printed output.  nbval runs it in a separate, limited process:
 - an exercise earns its points when its answer ran without error and all its checks passed.
 
 The student's checks and extra cells are ignored, so a submission cannot change what is
-checked.  Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
+checked.  For the lab's authors, ``--compare-all`` compares every cell's output as plain nbval
+does (the lab's own ``nbval-ignore-output`` tags still hold), and each other cell that differs
+becomes a note: one run then proves both that the worked lab reproduces and that it earns full
+marks under the grader's limits.  Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
 
 The run is limited: each cell by ``--cell-timeout``, the whole run by ``--timeout`` (then
 pytest and the kernel are killed), each process's address space by ``--memory-mb``, and
@@ -143,16 +146,19 @@ def _shorten(text: str, limit: int = MESSAGE_LIMIT, max_lines: int = 4) -> str:
 # Grading ------------------------------------------------------------------------------
 
 def grade(submission_path, lab_path=None, *, cell_timeout: float = CELL_TIMEOUT,
-          total_timeout: float = TOTAL_TIMEOUT, memory_mb: int = MEMORY_MB) -> Report:
+          total_timeout: float = TOTAL_TIMEOUT, memory_mb: int = MEMORY_MB,
+          compare_all: bool = False) -> Report:
     """Grade a submission against its worked lab; see the module docstring.
 
     ``lab_path`` defaults to ``<root>/labs/<lab>.ipynb`` for the lab the submission names.
+    With ``compare_all`` every cell's output is compared, not only the check cells'.
     The submission file is read once and never written.
     """
     report = Report(submission=str(submission_path))
     start = time.monotonic()
     try:
-        _grade(report, Path(submission_path), lab_path, Limits(cell_timeout, total_timeout, memory_mb))
+        _grade(report, Path(submission_path), lab_path, Limits(cell_timeout, total_timeout, memory_mb),
+               compare_all)
     except GradingError as exc:
         report.error = str(exc)
     except Exception as exc:  # a report, never a traceback
@@ -164,7 +170,7 @@ def grade(submission_path, lab_path=None, *, cell_timeout: float = CELL_TIMEOUT,
     return report
 
 
-def _grade(report: Report, submission_path: Path, lab_path, limits: Limits) -> None:
+def _grade(report: Report, submission_path: Path, lab_path, limits: Limits, compare_all: bool = False) -> None:
     submission = read_submission(submission_path)
     lab_path = Path(lab_path) if lab_path else _lab_path_for(submission)
     lab = _read_lab(lab_path)
@@ -176,7 +182,7 @@ def _grade(report: Report, submission_path: Path, lab_path, limits: Limits) -> N
         raise GradingError(f"this submission is for lab {claimed}, not {report.lab}; nothing was graded")
     exercises = _exercises_of(lab, lab_path)
     report.exercises = [ExerciseResult(ex.id, ex.title, ex.points) for ex in exercises]
-    notebook, missing = grading_notebook(lab, submission, exercises, report.notes)
+    notebook, missing = grading_notebook(lab, submission, exercises, report.notes, compare_all)
     with tempfile.TemporaryDirectory(prefix="tinylm-grade-") as workdir:
         cells = run_notebook(notebook, Path(workdir), limits)
     _judge_all(report, exercises, lab, cells, missing, limits)
@@ -271,10 +277,11 @@ def _exercises_of(lab, lab_path: Path) -> list[Exercise]:
 
 IGNORE_OUTPUT = "nbval-ignore-output"
 
-def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str]):
+def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str], compare_all: bool = False):
     """The worked lab with the submission's answers in it, and the ids of missing answers.
 
-    Appends to ``notes`` what the submission did that the grader ignored.
+    Only check cells' outputs are compared, unless ``compare_all``.  Appends to ``notes`` what
+    the submission did that the grader ignored.
     """
     nb = copy.deepcopy(lab)
     missing = set()
@@ -290,7 +297,7 @@ def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str
             used.append(answer)
     notes.extend(_ignored_cells(lab, submission, exercises, used))
     for cell in nb.cells:
-        if cell.cell_type == "code" and tagged_id(cell, CHECK_TAG) is None:
+        if cell.cell_type == "code" and tagged_id(cell, CHECK_TAG) is None and not compare_all:
             _add_tag(cell, IGNORE_OUTPUT)
     cap = nbformat.v4.new_code_cell(CAP_CELL, id="tinylm-grader-cap", metadata={"tags": [IGNORE_OUTPUT]})
     nb.cells.insert(0, cap)
@@ -499,8 +506,10 @@ def _judge_all(report: Report, exercises: list[Exercise], lab, cells: dict[int, 
         runs = [(role, cells.get(number[index]), _stdout(lab.cells[index])) for role, index in roles]
         _judge(result, runs, ex.id in missing, limits)
     owned = {number[index] for ex in exercises for index in (ex.answer_cell, *ex.check_cells)}
+    index_of = {n: index for index, n in number.items()}
     for n, cell in sorted(cells.items()):
-        status, why = _cause(cell, "", limits)
+        expected = _stdout(lab.cells[index_of[n]]) if n in index_of else ""
+        status, why = _cause(cell, expected, limits)
         if n and n not in owned and cell.outcome != "passed" and status != NOT_RUN:
             report.notes.append(f"code cell {n} of the lab (not part of an exercise) {why}")
 
@@ -579,13 +588,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds for the whole notebook (default {TOTAL_TIMEOUT:g})")
     parser.add_argument("--memory-mb", type=int, default=MEMORY_MB, metavar="M",
                         help=f"memory limit per process in MB (default {MEMORY_MB})")
+    parser.add_argument("--compare-all", action="store_true",
+                        help="for the lab's authors: compare every cell's output, not only the checks "
+                             "(cells that differ are listed as notes)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     """Grade, print the report, write the JSON; exit code 0 if graded, 2 if not."""
     report = grade(args.submission, args.lab, cell_timeout=args.cell_timeout,
-                   total_timeout=args.timeout, memory_mb=args.memory_mb)
+                   total_timeout=args.timeout, memory_mb=args.memory_mb, compare_all=args.compare_all)
     print(report.format())
     if args.json:
         try:
