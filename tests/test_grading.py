@@ -287,43 +287,96 @@ class TestNbvalPlugin:
         assert "FAILED loop.ipynb::Cell 0" in run.stdout
 
 
-class TestCompareAll:
-    """``--compare-all``: every cell's output is compared, and the others that differ are notes."""
+class TestVerify:
+    """``--verify``: every cell's output is compared, and each exercise is also run without its
+    answer in a fork of the kernel; what fails is a note."""
 
-    def lab_printing(self, tmp_path, text):
-        """The fixture lab, its first cell's stored output replaced by ``text``."""
+    def lab_with(self, tmp_path, edit):
+        """The fixture lab changed by ``edit(nb)``, written to ``tmp_path``."""
         lab = nbformat.read(FIXTURE, as_version=4)
-        lab.cells[1].outputs = [new_output("stream", name="stdout", text=text)]
+        edit(lab)
         path = tmp_path / "grading_lab.ipynb"
         nbformat.write(lab, path)
         return path
 
+    def verified(self, lab, tmp_path):
+        sub = tmp_path / "worked.ipynb"
+        sub.write_bytes(lab.read_bytes())
+        return graded(sub, lab, verify=True)
+
+    def test_the_fixture_lab_passes(self, tmp_path):
+        report = self.verified(FIXTURE, tmp_path)
+        assert (report.error, report.score, report.notes) == (None, 4, [])
+
     def test_a_differing_cell_outside_the_exercises_is_a_note(self, tmp_path):
-        lab = self.lab_printing(tmp_path, "numpy is ready\n")
-        report = graded(submission(tmp_path), lab, compare_all=True)
+        def reworded(nb):
+            nb.cells[1].outputs = [new_output("stream", name="stdout", text="numpy is ready\n")]
+        lab = self.lab_with(tmp_path, reworded)
+        report = self.verified(lab, tmp_path)
         assert report.score == 4
         assert report.notes == ['code cell 1 of the lab (not part of an exercise) printed "numpy ready" '
                                 'where the worked lab prints "numpy is ready"']
         assert graded(submission(tmp_path), lab).notes == []  # graded as usual: not compared
 
+    def test_a_check_that_passes_without_its_answer_is_a_note(self, tmp_path):
+        def free_point(nb):  # a second check of ex2 that checks nothing
+            nb.cells.insert(9, new_code_cell("print('softmax checked')", metadata={"tags": ["check:ex2"]}, execution_count=1,
+                                             outputs=[new_output("stream", name="stdout", text="softmax checked\n")]))
+        report = self.verified(self.lab_with(tmp_path, free_point), tmp_path)
+        assert report.score == 4
+        assert report.notes == ["ex2 without its answer: AssertionError: check 3 of exercise ex2 passes "
+                                "without its answer"]
+
+    def test_the_copy_leaves_the_kernel_untouched(self, tmp_path):
+        def random_between(nb):  # the copy draws from the same generator; the lab must not notice
+            nb.cells.insert(4, new_code_cell("draw = rng.integers(1000)"))
+            nb.cells.insert(5, new_code_cell("print(rng.integers(1000), mean([1, 2]))", execution_count=1,
+                                             outputs=[new_output("stream", name="stdout", text="OUT\n")]))
+            nb.cells[1].source += "\nrng = np.random.default_rng(0)\nstate = 'kernel'"
+            nb.cells[3].source = nb.cells[3].source.replace("def mean", "state = 'copy'\ndef mean")
+        lab = nbformat.read(FIXTURE, as_version=4)
+        random_between(lab)
+        import numpy as np
+        rng = np.random.default_rng(0)
+        rng.integers(1000)
+        lab.cells[5].outputs[0].text = f"{rng.integers(1000)} 1.5\n"
+        lab.cells.insert(6, new_code_cell("print(state)", execution_count=1, outputs=[new_output("stream", name="stdout",
+                                                                                text="copy\n")]))
+        path = tmp_path / "grading_lab.ipynb"
+        nbformat.write(lab, path)
+        report = self.verified(path, tmp_path)
+        assert (report.score, report.notes) == (4, [])
+
+    def test_a_probe_that_hangs_is_stopped_and_noted(self, tmp_path):
+        def hangs(nb):  # without the answer, a cell before ex1's check waits for ever
+            nb.cells.insert(4, new_code_cell("import time\ntry:\n    mean([1])\nexcept NotImplementedError:\n"
+                                             "    time.sleep(100)"))
+        sub_lab = self.lab_with(tmp_path, hangs)
+        report = self.verified(sub_lab, tmp_path)
+        assert report.score == 4
+        assert report.notes == ["ex1 without its answer: RuntimeError: exercise ex1 could not be run without "
+                                f"its answer: it took longer than {0.9 * CELL_TIMEOUT:g} s"]
+
     def test_the_command_line_flag(self, tmp_path, capsys):
-        lab = self.lab_printing(tmp_path, "numpy ready\n")
-        assert run_cli(submission(tmp_path), "--lab", lab, "--compare-all", "--cell-timeout", CELL_TIMEOUT) == 0
+        sub = tmp_path / "worked.ipynb"
+        sub.write_bytes(FIXTURE.read_bytes())
+        assert run_cli(sub, "--lab", FIXTURE, "--verify", "--cell-timeout", CELL_TIMEOUT) == 0
         out = capsys.readouterr().out
-        assert "Score: 4/4" in out and "code cell" not in out
+        assert "Score: 4/4" in out and "Note" not in out
 
 
-class TestRepositoryWorkedLabs:
-    """Every labs/*.ipynb, graded against itself with every output compared, scores full marks
-    and reproduces all its stored outputs: this is nbval on every lab, under the grader's
-    limits, with one thread and ATen's generic kernels (the grader's settings), while the
-    committed outputs were made with the defaults; so no checked number depends on the CPU."""
+class TestRepositoryLabs:
+    """Every labs/*.ipynb, verified: graded against itself with ``--verify``, in one run it
+    reproduces all its stored outputs (this is nbval on every lab, under the grader's limits,
+    with one thread and ATen's generic kernels, while the committed outputs were made with the
+    defaults, so no checked number depends on the CPU), scores full marks, and none of its
+    checks passes without its answer."""
 
     @pytest.mark.parametrize("lab", lab_params())
-    def test_worked_lab_reproduces_and_scores_full_marks(self, lab, tmp_path):
+    def test_worked_lab_reproduces_scores_full_marks_and_no_check_is_free(self, lab, tmp_path):
         sub = tmp_path / lab.name
         sub.write_bytes(lab.read_bytes())
-        report = graded(sub, lab, cell_timeout=grading.CELL_TIMEOUT, compare_all=True)
+        report = graded(sub, lab, cell_timeout=grading.CELL_TIMEOUT, verify=True)
         assert report.error is None, report.format()
         assert report.score == report.max_score > 0, report.format()
         assert report.notes == [], report.format()

@@ -12,10 +12,20 @@ printed output.  nbval runs it in a separate, limited process:
 - an exercise earns its points when its answer ran without error and all its checks passed.
 
 The student's checks and extra cells are ignored, so a submission cannot change what is
-checked.  For the lab's authors, ``--compare-all`` compares every cell's output as plain nbval
-does (the lab's own ``nbval-ignore-output`` tags still hold), and each other cell that differs
-becomes a note: one run then proves both that the worked lab reproduces and that it earns full
-marks under the grader's limits.  Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
+checked.
+
+For the lab's authors, ``--verify`` grades a worked lab against itself more strictly, in one
+run of the lab:
+
+- every cell's output is compared, as plain nbval does (the lab's own ``nbval-ignore-output``
+  tags still hold), and each cell outside the exercises that differs becomes a note;
+- just before each answer cell the kernel forks, and the copy runs the exercise *without* its
+  answer (the exercise edition's stub, then the cells up to the exercise's last check); a check
+  that still passes there would give points for nothing, and becomes a note.
+
+So one execution proves that the worked lab reproduces its outputs, that it earns full marks
+under the grader's limits, and that none of its checks passes without its answer.  (Grading
+the exercise edition proves the last point too, at the cost of a second run of the lab.)  Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
 
 The run is limited: each cell by ``--cell-timeout``, the whole run by ``--timeout`` (then
 pytest and the kernel are killed), each process's address space by ``--memory-mb``, and
@@ -147,18 +157,19 @@ def _shorten(text: str, limit: int = MESSAGE_LIMIT, max_lines: int = 4) -> str:
 
 def grade(submission_path, lab_path=None, *, cell_timeout: float = CELL_TIMEOUT,
           total_timeout: float = TOTAL_TIMEOUT, memory_mb: int = MEMORY_MB,
-          compare_all: bool = False) -> Report:
+          verify: bool = False) -> Report:
     """Grade a submission against its worked lab; see the module docstring.
 
     ``lab_path`` defaults to ``<root>/labs/<lab>.ipynb`` for the lab the submission names.
-    With ``compare_all`` every cell's output is compared, not only the check cells'.
+    With ``verify`` every cell's output is compared and every exercise is also run without its
+    answer (see the module docstring); what fails is noted.
     The submission file is read once and never written.
     """
     report = Report(submission=str(submission_path))
     start = time.monotonic()
     try:
         _grade(report, Path(submission_path), lab_path, Limits(cell_timeout, total_timeout, memory_mb),
-               compare_all)
+               verify)
     except GradingError as exc:
         report.error = str(exc)
     except Exception as exc:  # a report, never a traceback
@@ -170,7 +181,7 @@ def grade(submission_path, lab_path=None, *, cell_timeout: float = CELL_TIMEOUT,
     return report
 
 
-def _grade(report: Report, submission_path: Path, lab_path, limits: Limits, compare_all: bool = False) -> None:
+def _grade(report: Report, submission_path: Path, lab_path, limits: Limits, verify: bool = False) -> None:
     submission = read_submission(submission_path)
     lab_path = Path(lab_path) if lab_path else _lab_path_for(submission)
     lab = _read_lab(lab_path)
@@ -182,10 +193,10 @@ def _grade(report: Report, submission_path: Path, lab_path, limits: Limits, comp
         raise GradingError(f"this submission is for lab {claimed}, not {report.lab}; nothing was graded")
     exercises = _exercises_of(lab, lab_path)
     report.exercises = [ExerciseResult(ex.id, ex.title, ex.points) for ex in exercises]
-    notebook, missing = grading_notebook(lab, submission, exercises, report.notes, compare_all)
+    notebook, missing = grading_notebook(lab, submission, exercises, report.notes, verify, limits.cell_timeout)
     with tempfile.TemporaryDirectory(prefix="tinylm-grade-") as workdir:
         cells = run_notebook(notebook, Path(workdir), limits)
-    _judge_all(report, exercises, lab, cells, missing, limits)
+    _judge_all(report, exercises, lab, notebook, cells, missing, limits)
 
 
 # Reading notebooks --------------------------------------------------------------------
@@ -277,11 +288,18 @@ def _exercises_of(lab, lab_path: Path) -> list[Exercise]:
 
 IGNORE_OUTPUT = "nbval-ignore-output"
 
-def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str], compare_all: bool = False):
+GRADER_KEY = "tinylm_grader"
+"""Cell metadata of the grading notebook: which lab cell a code cell is, or which probe."""
+
+
+def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str], verify: bool = False,
+                     cell_timeout: float = CELL_TIMEOUT):
     """The worked lab with the submission's answers in it, and the ids of missing answers.
 
-    Only check cells' outputs are compared, unless ``compare_all``.  Appends to ``notes`` what
-    the submission did that the grader ignored.
+    Only check cells' outputs are compared, unless ``verify``, which also puts a probe cell
+    before each answer cell (see :func:`probe_without_answer`).  Each code cell's metadata
+    says what it is (:data:`GRADER_KEY`).  Appends to ``notes`` what the submission did that
+    the grader ignored.
     """
     nb = copy.deepcopy(lab)
     missing = set()
@@ -296,12 +314,94 @@ def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str
             cell.source = answer
             used.append(answer)
     notes.extend(_ignored_cells(lab, submission, exercises, used))
-    for cell in nb.cells:
-        if cell.cell_type == "code" and tagged_id(cell, CHECK_TAG) is None and not compare_all:
-            _add_tag(cell, IGNORE_OUTPUT)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.metadata[GRADER_KEY] = {"lab_cell": index}
+            if tagged_id(cell, CHECK_TAG) is None and not verify:
+                _add_tag(cell, IGNORE_OUTPUT)
     cap = nbformat.v4.new_code_cell(CAP_CELL, id="tinylm-grader-cap", metadata={"tags": [IGNORE_OUTPUT]})
-    nb.cells.insert(0, cap)
+    front = [cap]
+    if verify:
+        front.append(nbformat.v4.new_code_cell(PROBE_CELL, id="tinylm-grader-probe",
+                                               metadata={"tags": [IGNORE_OUTPUT]}))
+        for ex in sorted(exercises, key=lambda ex: ex.answer_cell, reverse=True):
+            nb.cells.insert(ex.answer_cell, _probe_cell(lab, ex, cell_timeout))
+    nb.cells[:0] = front
     return nb, missing
+
+
+def _probe_cell(lab, ex: Exercise, cell_timeout: float):
+    """The cell that runs exercise ``ex`` without its answer, in a fork of the kernel."""
+    last = max(ex.check_cells)
+    steps = [(strip_solution(lab.cells[ex.answer_cell].source, ex.id), "answer", "")]
+    for index in range(ex.answer_cell + 1, last + 1):
+        cell = lab.cells[index]
+        if cell.cell_type == "code":
+            role = "check" if index in ex.check_cells else "cell"
+            steps.append((cell.source, role, _stdout(cell) if role == "check" else ""))
+    timeout = 0.9 * cell_timeout  # within the cell's own timeout, so that the probe reports it
+    source = (f"# Added by the grader (--verify): exercise {ex.id} without its answer, in a fork of the kernel.\n"
+              f"_tinylm_probe({ex.id!r}, {steps!r}, {timeout!r})")
+    return nbformat.v4.new_code_cell(source, metadata={"tags": [IGNORE_OUTPUT], GRADER_KEY: {"probe": ex.id}})
+
+
+def probe_without_answer(exercise_id: str, steps: list, timeout: float) -> None:
+    """Run an exercise without its answer in a fork of the kernel; raise if a check passes.
+
+    Runs in the kernel (the grader's second cell holds this function's source, renamed
+    ``_tinylm_probe``).  ``steps`` are ``(source, role, expected stdout)``: the answer cell
+    as the exercise edition has it, then every code cell up to the exercise's last check.  The
+    child process has a copy of everything the lab computed so far, runs the steps with its
+    output captured and sent nowhere, reports through a pipe which checks passed (ran without
+    error and printed what the worked lab prints), and exits; the kernel itself is untouched.
+    """
+    import io
+    import json
+    import os
+    import select
+    import signal
+    import sys
+
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the copy: nothing it does reaches the notebook
+        os.close(read_end)
+        passed = []
+        try:
+            shell.display_pub.publish = lambda *args, **kwargs: None
+            sys.stderr = io.StringIO()
+            for source, role, expected in steps:
+                sys.stdout = out = io.StringIO()
+                try:
+                    exec(compile(shell.transform_cell(source), f"<{role} of {exercise_id}>", "exec"), shell.user_ns)
+                    ok = True
+                except BaseException:
+                    ok = False
+                if role == "check":
+                    passed.append(ok and out.getvalue() == expected)
+            os.write(write_end, json.dumps(passed).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    report = b""
+    try:
+        ready, _, _ = select.select([read_end], [], [], timeout)
+        report = os.read(read_end, 1 << 16) if ready else b""
+    finally:  # also when the cell is interrupted: no copy of the kernel is left behind
+        os.close(read_end)
+        if not report:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if not report:
+        raise RuntimeError(f"exercise {exercise_id} could not be run without its answer: "
+                           + ("the forked kernel stopped" if ready else f"it took longer than {timeout:g} s"))
+    passing = [number for number, ok in enumerate(json.loads(report), start=1) if ok]
+    if passing:
+        raise AssertionError(f"check {', '.join(map(str, passing))} of exercise {exercise_id} "
+                             "passes without its answer")
 
 
 def _add_tag(cell, tag: str) -> None:
@@ -387,6 +487,11 @@ CAP_CELL = "\n".join([
     inspect.getsource(cap_output),
     f"cap_output({OUTPUT_LIMIT}, {TRUNCATION_NOTE!r})",
     "del cap_output",
+])
+
+PROBE_CELL = "\n".join([
+    "# Added by the grader (--verify): runs an exercise without its answer in a fork of the kernel.",
+    inspect.getsource(probe_without_answer).replace("def probe_without_answer(", "def _tinylm_probe(", 1),
 ])
 
 
@@ -494,33 +599,48 @@ def read_junit(path: Path) -> dict[int, CellResult]:
 
 # Judging ------------------------------------------------------------------------------
 
-def _judge_all(report: Report, exercises: list[Exercise], lab, cells: dict[int, CellResult],
+def _judge_all(report: Report, exercises: list[Exercise], lab, notebook, cells: dict[int, CellResult],
                missing: set[str], limits: Limits) -> None:
     """Fill in the report from the cell results (code cell 0 is the grader's cap cell)."""
     cap = cells.get(0)
     if cap is None or cap.outcome != "passed":
         raise GradingError("the grader's first cell failed: " + _shorten(cap.message if cap else "it did not run"))
-    number = _code_numbers(lab)
+    number, probes = _code_numbers(notebook)
     for ex, result in zip(exercises, report.exercises):
         roles = [("answer", ex.answer_cell)] + [("check", index) for index in ex.check_cells]
         runs = [(role, cells.get(number[index]), _stdout(lab.cells[index])) for role, index in roles]
         _judge(result, runs, ex.id in missing, limits)
     owned = {number[index] for ex in exercises for index in (ex.answer_cell, *ex.check_cells)}
     index_of = {n: index for index, n in number.items()}
+    lab_number = {index: n for n, index in enumerate(
+        (index for index, cell in enumerate(lab.cells) if cell.cell_type == "code"), start=1)}
     for n, cell in sorted(cells.items()):
+        if n == 0 or n in owned or cell.outcome == "passed":
+            continue
         expected = _stdout(lab.cells[index_of[n]]) if n in index_of else ""
         status, why = _cause(cell, expected, limits)
-        if n and n not in owned and cell.outcome != "passed" and status != NOT_RUN:
-            report.notes.append(f"code cell {n} of the lab (not part of an exercise) {why}")
+        if status == NOT_RUN:
+            continue
+        if n in probes:
+            report.notes.append(f"{probes[n]} without its answer: {cell.error or why}")
+        elif n in index_of:
+            report.notes.append(f"code cell {lab_number[index_of[n]]} of the lab (not part of an exercise) {why}")
+        else:
+            report.notes.append(f"the grader's cell {n} {why}")
 
 
-def _code_numbers(lab) -> dict[int, int]:
-    """Map a lab cell's index to its code cell number in the grading notebook (after the cap)."""
-    numbers, n = {}, 1
-    for index, cell in enumerate(lab.cells):
-        if cell.cell_type == "code":
-            numbers[index], n = n, n + 1
-    return numbers
+def _code_numbers(notebook) -> tuple[dict[int, int], dict[int, str]]:
+    """From the grading notebook: each lab cell's index -> its code cell number there, and each
+    probe cell's number -> its exercise id."""
+    numbers, probes = {}, {}
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for n, cell in enumerate(code):
+        role = cell.metadata.get(GRADER_KEY, {})
+        if "lab_cell" in role:
+            numbers[role["lab_cell"]] = n
+        elif "probe" in role:
+            probes[n] = role["probe"]
+    return numbers, probes
 
 
 def _stdout(cell) -> str:
@@ -588,16 +708,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds for the whole notebook (default {TOTAL_TIMEOUT:g})")
     parser.add_argument("--memory-mb", type=int, default=MEMORY_MB, metavar="M",
                         help=f"memory limit per process in MB (default {MEMORY_MB})")
-    parser.add_argument("--compare-all", action="store_true",
-                        help="for the lab's authors: compare every cell's output, not only the checks "
-                             "(cells that differ are listed as notes)")
+    parser.add_argument("--verify", action="store_true",
+                        help="for the lab's authors, with the worked lab as SUBMISSION: compare every cell's "
+                             "output and run each exercise without its answer; what fails is listed as notes")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     """Grade, print the report, write the JSON; exit code 0 if graded, 2 if not."""
     report = grade(args.submission, args.lab, cell_timeout=args.cell_timeout,
-                   total_timeout=args.timeout, memory_mb=args.memory_mb, compare_all=args.compare_all)
+                   total_timeout=args.timeout, memory_mb=args.memory_mb, verify=args.verify)
     print(report.format())
     if args.json:
         try:
