@@ -195,7 +195,7 @@ def _grade(report: Report, submission_path: Path, lab_path, limits: Limits, veri
     report.exercises = [ExerciseResult(ex.id, ex.title, ex.points) for ex in exercises]
     notebook, missing = grading_notebook(lab, submission, exercises, report.notes, verify, limits.cell_timeout)
     with tempfile.TemporaryDirectory(prefix="tinylm-grade-") as workdir:
-        cells = run_notebook(notebook, Path(workdir), limits)
+        cells = run_notebook(notebook, Path(workdir), limits, figures=verify)
     _judge_all(report, exercises, lab, notebook, cells, missing, limits)
 
 
@@ -508,8 +508,12 @@ class CellResult:
     truncated: bool = False
 
 
-def run_notebook(nb, workdir: Path, limits: Limits) -> dict[int, CellResult]:
-    """Run ``nb`` with nbval in ``workdir``; return the result of each code cell by number."""
+def run_notebook(nb, workdir: Path, limits: Limits, figures: bool = False) -> dict[int, CellResult]:
+    """Run ``nb`` with nbval in ``workdir``; return the result of each code cell by number.
+
+    Figures are drawn into the notebook only with ``figures`` (to compare them with the lab's,
+    which show as ``<Figure size ...>``); otherwise matplotlib draws nothing (``Agg``).
+    """
     notebook = workdir / "grading.ipynb"
     nbformat.write(nb, notebook)
     (workdir / "pytest.ini").write_text("[pytest]\n")
@@ -520,7 +524,7 @@ def run_notebook(nb, workdir: Path, limits: Limits) -> dict[int, CellResult]:
                "-p", "no:cacheprovider", "-q", "--color=no",
                "-c", str(workdir / "pytest.ini"), "--rootdir", str(workdir), str(notebook)]
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=workdir, env=_environment(), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=workdir, env=_environment(figures), stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=_memory_limit(limits.memory_mb))
         try:
@@ -537,10 +541,14 @@ def run_notebook(nb, workdir: Path, limits: Limits) -> dict[int, CellResult]:
     return read_junit(junit)
 
 
-def _environment() -> dict[str, str]:
+def _environment(figures: bool = False) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
-    env.update(TINYLM_READONLY="1", OMP_NUM_THREADS="1", ATEN_CPU_CAPABILITY="default", MPLBACKEND="Agg",
+    env.update(TINYLM_READONLY="1", OMP_NUM_THREADS="1", ATEN_CPU_CAPABILITY="default",
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONDONTWRITEBYTECODE="1")
+    if figures:
+        env.pop("MPLBACKEND", None)  # the kernel's own inline backend, as when the lab was made
+    else:
+        env["MPLBACKEND"] = "Agg"
     try:
         env["TINYLM_ROOT"] = str(course_root())
     except FileNotFoundError:
@@ -715,7 +723,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    """Grade, print the report, write the JSON; exit code 0 if graded, 2 if not."""
+    """Grade, print the report, write the JSON; exit code 0 if graded, 2 if not (with
+    ``--verify``, 1 if the worked lab fell short: less than full marks, or any note)."""
     report = grade(args.submission, args.lab, cell_timeout=args.cell_timeout,
                    total_timeout=args.timeout, memory_mb=args.memory_mb, verify=args.verify)
     print(report.format())
@@ -725,4 +734,8 @@ def run(args) -> int:
         except OSError as exc:
             print(f"error: cannot write {args.json}: {exc}", file=sys.stderr)
             return 2
-    return 0 if report.error is None else 2
+    if report.error is not None:
+        return 2
+    if args.verify and (report.notes or report.score < report.max_score):
+        return 1  # the worked lab did not pass its own verification
+    return 0
