@@ -95,3 +95,19 @@ def test_rung_validation():
         ladder.Rung(name="m", stage="GPT", corpus="c", test_bpc=1, parameters=1, train_cpu_seconds=1, lab="l")
     with pytest.raises(ValueError, match="positive"):
         rung(bpc=0)
+
+
+def test_names_of_neighbouring_rungs_do_not_overlap_and_stay_inside():
+    def rung(name, bpc, seconds):
+        return ladder.Rung(name=name, stage="NLM", corpus="c", test_bpc=bpc, parameters=1,
+                           train_cpu_seconds=seconds, lab="lab")
+    rungs = [rung("a", 2.16, 3.1), rung("b", 2.14, 2.2), rung("c", 2.01, 1600), rung("d", 1.97, 1300),
+             rung("e", 3.19, 0.6)]
+    xs = {id(r): r.train_cpu_seconds for r in rungs}
+    places = ladder._label_places(rungs, xs)
+    gap = 0.055 * (3.19 - 1.97)
+    assert places[rungs[3]][1] == 1.97 and places[rungs[2]][1] >= 1.97 + gap - 1e-12   # pushed apart
+    assert places[rungs[1]][1] == 2.14 and places[rungs[0]][1] >= 2.14 + gap - 1e-12
+    assert places[rungs[4]][1] == 3.19                                              # alone: left as is
+    assert [places[r][2] for r in rungs] == [False, False, True, True, False]       # right end: to the left
+    assert places[rungs[2]][0] < 1600 and places[rungs[0]][0] > 3.1
