@@ -103,8 +103,7 @@ def test_names_of_neighbouring_rungs_do_not_overlap_and_stay_inside():
                            train_cpu_seconds=seconds, lab="lab")
     rungs = [rung("a", 2.16, 3.1), rung("b", 2.14, 2.2), rung("c", 2.01, 1600), rung("d", 1.97, 1300),
              rung("e", 3.19, 0.6)]
-    xs = {id(r): r.train_cpu_seconds for r in rungs}
-    places = ladder._label_places(rungs, xs)
+    places = ladder._label_places({r: r.train_cpu_seconds for r in rungs})
     gap = 0.055 * (3.19 - 1.97)
     assert places[rungs[3]][1] == 1.97 and places[rungs[2]][1] >= 1.97 + gap - 1e-12   # pushed apart
     assert places[rungs[1]][1] == 2.14 and places[rungs[0]][1] >= 2.14 + gap - 1e-12

@@ -116,7 +116,8 @@ def run_one(lab: Path, core: int | None = None) -> dict:
     kernel, its child, inherits the pinning.
     """
     import nbformat
-    from nbclient import NotebookClient
+
+    from .execute import client as kernel_client
 
     if core is not None:
         os.sched_setaffinity(0, {core})
@@ -124,8 +125,7 @@ def run_one(lab: Path, core: int | None = None) -> dict:
         nb = nbformat.read(lab, as_version=4)  # a copy in memory; the file is never written
     except Exception as exc:
         return {"seconds": None, "peak_mb": None, "error": f"cannot read the notebook: {_first_line(str(exc))}"}
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=_kernel_name(nb),
-                            resources={"metadata": {"path": str(lab.parent)}})
+    client = kernel_client(nb, lab, CELL_TIMEOUT)
     current = {"index": None}
     client.on_cell_start = lambda cell, cell_index, **_: current.update(index=cell_index)
     error = None
@@ -136,10 +136,6 @@ def run_one(lab: Path, core: int | None = None) -> dict:
         error = describe_failure(nb, current["index"], exc)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_mb": children_peak_mb(), "error": error}
-
-
-def _kernel_name(nb) -> str:
-    return nb.metadata.get("kernelspec", {}).get("name") or "python3"
 
 
 def children_peak_mb() -> float:

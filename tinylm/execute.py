@@ -22,22 +22,29 @@ CELL_TIMEOUT = 600
 """Seconds one cell may run (a lab's budget is 180 s in all; this only stops a hang)."""
 
 
+def client(nb, lab: Path, cell_timeout: float = CELL_TIMEOUT):
+    """An nbclient client that runs ``nb`` (read from ``lab``) in a fresh kernel of the
+    notebook's own kind, from the lab's folder."""
+    from nbclient import NotebookClient
+
+    kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    return NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel,
+                          resources={"metadata": {"path": str(Path(lab).parent)}})
+
+
 def execute(lab: Path, cell_timeout: float = CELL_TIMEOUT) -> float:
     """Run ``lab`` in a fresh kernel and save it with its outputs; return the seconds taken.
 
     Raises ``RuntimeError`` naming the failing cell; the file is then left untouched.
     """
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(lab, as_version=4)
-    kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel,
-                            resources={"metadata": {"path": str(lab.parent)}})
+    runner = client(nb, lab, cell_timeout)
     start = time.perf_counter()
     try:
-        client.execute()
+        runner.execute()
     except CellExecutionError as exc:
         raise RuntimeError(f"{lab}: a cell raised; the notebook was not saved.\n{exc}") from None
     seconds = time.perf_counter() - start

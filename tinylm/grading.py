@@ -25,7 +25,9 @@ run of the lab:
 
 So one execution proves that the worked lab reproduces its outputs, that it earns full marks
 under the grader's limits, and that none of its checks passes without its answer.  (Grading
-the exercise edition proves the last point too, at the cost of a second run of the lab.)  Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
+the exercise edition proves the last point too, at the cost of a second run of the lab.)
+
+Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
 
 The run is limited: each cell by ``--cell-timeout``, the whole run by ``--timeout`` (then
 pytest and the kernel are killed), each process's address space by ``--memory-mb``, and

@@ -13,7 +13,6 @@ keeps the CPU-seconds already on file; set ``TINYLM_UPDATE_TIMINGS=1`` to measur
 from __future__ import annotations
 
 import math
-
 import os
 from dataclasses import asdict, dataclass
 
@@ -95,15 +94,15 @@ def plot(rungs: list[Rung], ax=None):
 
     ax = ax or plt.subplots(figsize=(6.4, 4))[1]
     markers = dict(zip(STAGES, "sods^"))
-    xs = {id(r): max(r.train_cpu_seconds, 0.01) for r in rungs}
+    xs = {r: max(r.train_cpu_seconds, 0.01) for r in rungs}
     for stage in STAGES:
         group = [r for r in rungs if r.stage == stage]
         if group:
-            ax.scatter([xs[id(r)] for r in group], [r.test_bpc for r in group],
+            ax.scatter([xs[r] for r in group], [r.test_bpc for r in group],
                        marker=markers[stage], s=50, label=stage)
-    for r, (x, y, right) in _label_places(rungs, xs).items():
-        ax.annotate(r.name, (xs[id(r)], r.test_bpc), xytext=(x, y), textcoords="data", fontsize=8,
-                    ha="right" if right else "left", va="center",
+    for r, (x, y, left) in _label_places(xs).items():
+        ax.annotate(r.name, (xs[r], r.test_bpc), xytext=(x, y), textcoords="data", fontsize=8,
+                    ha="right" if left else "left", va="center",
                     arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.6, shrinkA=0, shrinkB=4)
                     if abs(y - r.test_bpc) > 1e-9 else None)
     ax.set_xscale("log")
@@ -116,28 +115,29 @@ def plot(rungs: list[Rung], ax=None):
     return ax
 
 
-def _label_places(rungs: list[Rung], xs: dict) -> dict:
-    """Where each rung's name goes: ``{rung: (x, y, to the left)}``, in data coordinates.
+def _label_places(xs: dict) -> dict:
+    """Where each rung's name goes, given ``{rung: its x}``: ``{rung: (x, y, to the left)}``, in
+    data coordinates.
 
     A name sits just right of its marker (left of it for the right-most quarter of the log
     scale, so that it stays inside the axes), and names of rungs close together on the
     compute axis are pushed apart vertically so that they do not overlap.
     """
-    if not rungs:
+    if not xs:
         return {}
-    logs = {key: math.log10(x) for key, x in xs.items()}
+    logs = {r: math.log10(x) for r, x in xs.items()}
     low, high = min(logs.values()), max(logs.values())
     span = max(high - low, 1.0)
-    bpcs = [r.test_bpc for r in rungs]
+    bpcs = [r.test_bpc for r in xs]
     gap = 0.055 * max(max(bpcs) - min(bpcs), 0.2)  # about one line of 8-point text
     places, placed = {}, []
-    for r in sorted(rungs, key=lambda r: r.test_bpc):
-        left = logs[id(r)] > high - 0.25 * span
+    for r in sorted(xs, key=lambda r: r.test_bpc):
+        left = logs[r] > high - 0.25 * span
         shift = 10 ** ((-1 if left else 1) * 0.03 * span)
         y = r.test_bpc
         for other_log, other_y, other_left in placed:  # names already placed, lowest first
-            if other_left == left and abs(other_log - logs[id(r)]) < 0.45 * span and abs(other_y - y) < gap:
+            if other_left == left and abs(other_log - logs[r]) < 0.45 * span and abs(other_y - y) < gap:
                 y = other_y + gap
-        placed.append((logs[id(r)], y, left))
-        places[r] = (xs[id(r)] * shift, y, left)
+        placed.append((logs[r], y, left))
+        places[r] = (xs[r] * shift, y, left)
     return places
