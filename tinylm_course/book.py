@@ -1,0 +1,163 @@
+"""A small Sphinx extension for the course book (loaded from ``_config.yml``).
+
+It does three things the stock Jupyter Book does not, and makes the glossary:
+
+1. **Math renders offline.**  MathJax 3.2.2 ships inside the pinned PyPI package
+   ``django-static-mathjax``; the extension copies the parts the book uses into
+   ``_static/mathjax/`` of the built site and points Sphinx at them, so no page loads a
+   script from the network.
+2. **The role** ``{exercise-binder}`\\`lab01_ngrams\\``` links the *exercise edition* of a lab
+   (``exercises/lab01_ngrams.ipynb``) in Binder.  A lab page's own launch button opens the
+   worked lab; chapters use this role so readers can also open the version with the
+   solutions removed.  The Binder address is built from the ``repository`` and
+   ``launch_buttons`` sections of ``_config.yml``, the one place the repository URL lives.
+3. **No script twice.**  With Sphinx 7.4, sphinx-thebe 0.3.1 (a dependency of Jupyter Book 1)
+   adds its inline script to every page twice, and the second copy throws a ``SyntaxError``
+   in the browser; the extension drops repeated scripts from each page.
+
+The glossary page (``chapters/glossary.md``) calls :func:`glossary_markdown`, which gathers the
+"Key terms" table (English | 中文) that ends every chapter, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+from docutils import nodes
+
+MATHJAX_PACKAGE = "django-static-mathjax==3.2.2.1"
+MATHJAX_ENTRY = "tex-chtml.js"
+MATHJAX_PARTS = (MATHJAX_ENTRY, "input", "output/chtml", "a11y", "ui", "adaptors")
+"""The MathJax 3 bundle the book loads and the folders it may load components from."""
+
+
+def mathjax_source() -> Path:
+    """The es5 folder of the installed MathJax, or a clear error naming the package."""
+    spec = importlib.util.find_spec("mathjax")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5" if spec else None
+    if folder is None or not (folder / MATHJAX_ENTRY).is_file():
+        raise FileNotFoundError(
+            "MathJax is not installed, so the book's math cannot render offline; install it with:\n"
+            f"    pip install --no-deps {MATHJAX_PACKAGE}")
+    return folder
+
+
+def copy_mathjax(outdir: Path) -> Path:
+    """Copy MathJax's parts into ``outdir/_static/mathjax``; return that folder."""
+    source, target = mathjax_source(), Path(outdir) / "_static" / "mathjax"
+    for part in MATHJAX_PARTS:
+        src, dst = source / part, target / part
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return target
+
+
+def binder_url(theme_options: dict, path: str) -> str:
+    """The Binder address that opens ``path`` (relative to the repository) in JupyterLab,
+    built the way sphinx-book-theme builds a page's launch button."""
+    repo = str(theme_options.get("repository_url", "")).rstrip("/")
+    hub = str(theme_options.get("launch_buttons", {}).get("binderhub_url", "")).rstrip("/")
+    if not repo.startswith("https://github.com/") or not hub:
+        raise ValueError("_config.yml needs repository.url (a GitHub repository) and launch_buttons.binderhub_url")
+    org_repo = repo.removeprefix("https://github.com/")
+    branch = theme_options.get("repository_branch", "main")
+    return f"{hub}/v2/gh/{org_repo}/{quote(branch)}?urlpath={quote('lab/tree/' + path)}"
+
+
+def exercise_binder_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """``{exercise-binder}`LAB``` -> a link opening ``exercises/LAB.ipynb`` in Binder."""
+    env = inliner.document.settings.env
+    lab = text.strip()
+    root = Path(env.srcdir)
+    if not (root / "exercises" / f"{lab}.ipynb").is_file():
+        msg = inliner.reporter.error(f"exercise-binder: there is no exercises/{lab}.ipynb "
+                                     f"(make it with: python -m tinylm_course exercise labs/{lab}.ipynb)", line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    try:
+        url = binder_url(env.config.html_theme_options, f"exercises/{lab}.ipynb")
+    except ValueError as exc:
+        msg = inliner.reporter.error(f"exercise-binder: {exc}", line=lineno)
+        return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+    link = nodes.reference(rawtext, "exercise edition in Binder", refuri=url,
+                           classes=["exercise-binder"])
+    return [link], []
+
+
+KEY_TERMS = "## Key terms"
+"""The heading of the table of terms that ends every chapter."""
+
+
+def key_terms(chapter: Path) -> list[tuple[str, str]]:
+    """The (English, Chinese) rows of a chapter's key-terms table; [] if it has none."""
+    text = Path(chapter).read_text(encoding="utf-8")
+    if KEY_TERMS not in text:
+        return []
+    section = text.split(KEY_TERMS, 1)[1].split("\n#", 1)[0]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in section.splitlines() if line.strip().startswith("|")]
+    rows = [(row[0], row[1]) for row in cells[2:] if len(row) >= 2]  # after the header and |---|---|
+    return rows
+
+
+def book_chapters(root: Path) -> list[str]:
+    """The chapter files (``chapters/NAME``) in the order of ``_toc.yml``."""
+    toc = (Path(root) / "_toc.yml").read_text(encoding="utf-8")
+    return re.findall(r"file:\s*(chapters/\w+)", toc)
+
+
+def glossary(root: Path) -> dict[str, tuple[str, str]]:
+    """Each English term -> (its Chinese name, the first chapter that lists it), in book order."""
+    terms: dict[str, tuple[str, str]] = {}
+    for chapter in book_chapters(root):
+        for english, chinese in key_terms(Path(root) / f"{chapter}.md"):
+            terms.setdefault(english, (chinese, chapter))
+    return terms
+
+
+def glossary_markdown(root: Path | None = None) -> str:
+    """The glossary as a MyST table: term, 中文, and a link to the chapter that introduces it."""
+    from tinylm.paths import course_root
+
+    terms = glossary(root or course_root())
+    lines = ["| English | 中文 | introduced in |", "|---|---|---|"]
+    for english in sorted(terms, key=str.lower):
+        chinese, chapter = terms[english]
+        lines.append(f"| {english} | {chinese} | {{doc}}`{chapter.removeprefix('chapters/')}` |")
+    return "\n".join(lines)
+
+
+def _drop_repeated_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Keep the first of identical ``<script>`` entries of a page (same file or body, same attributes)."""
+    scripts, seen, unique = context.get("script_files") or [], set(), []
+    for script in scripts:
+        key = (getattr(script, "filename", script) or "", getattr(script, "priority", None),
+               tuple(sorted((getattr(script, "attributes", None) or {}).items())))  # None and "" alike
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique
+
+
+def _use_local_mathjax(app, config) -> None:
+    mathjax_source()  # fail early, with the install command, if it is missing
+    config.mathjax_path = f"mathjax/{MATHJAX_ENTRY}"
+
+
+def _copy_mathjax(app, exception) -> None:
+    if exception is None and app.builder.format == "html":
+        copy_mathjax(Path(app.outdir))
+
+
+def setup(app):
+    app.connect("config-inited", _use_local_mathjax, priority=900)
+    app.connect("build-finished", _copy_mathjax)
+    app.connect("html-page-context", _drop_repeated_scripts, priority=1000)  # after those that add scripts
+    app.add_role("exercise-binder", exercise_binder_role)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,79 @@
+"""Executing a worked lab before it is committed.
+
+    python -m tinylm_course execute labs/lab01_ngrams.ipynb [...]
+
+Each lab runs top to bottom in a fresh kernel, from the ``labs/`` folder (where labs expect to
+run), and is saved in place with its outputs; then its exercise edition is written again, so
+the two never drift apart.  A lab whose cell raises is *not* saved: the message names the
+cell, and the committed file stays as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .exercises import write_exercise
+from tinylm.paths import course_root
+
+CELL_TIMEOUT = 600
+"""Seconds one cell may run (a lab's budget is 180 s in all; this only stops a hang)."""
+
+
+def client(nb, lab: Path, cell_timeout: float = CELL_TIMEOUT):
+    """An nbclient client that runs ``nb`` (read from ``lab``) in a fresh kernel of the
+    notebook's own kind, from the lab's folder."""
+    from nbclient import NotebookClient
+
+    kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    return NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel,
+                          resources={"metadata": {"path": str(Path(lab).parent)}})
+
+
+def execute(lab: Path, cell_timeout: float = CELL_TIMEOUT) -> float:
+    """Run ``lab`` in a fresh kernel and save it with its outputs; return the seconds taken.
+
+    Raises ``RuntimeError`` naming the failing cell; the file is then left untouched.
+    """
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(lab, as_version=4)
+    runner = client(nb, lab, cell_timeout)
+    start = time.perf_counter()
+    try:
+        runner.execute()
+    except CellExecutionError as exc:
+        raise RuntimeError(f"{lab}: a cell raised; the notebook was not saved.\n{exc}") from None
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, lab)
+    return seconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("labs", nargs="+", metavar="LAB.ipynb", help="worked labs to execute and save")
+    parser.add_argument("--cell-timeout", type=float, default=CELL_TIMEOUT, metavar="S",
+                        help=f"seconds one cell may run (default {CELL_TIMEOUT})")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Execute each lab, save it, and write its exercise edition; exit code 1 if any failed."""
+    failed = 0
+    for name in args.labs:
+        lab = Path(name)
+        if not lab.is_file() or lab.suffix != ".ipynb":
+            print(f"error: {lab} is not a notebook file", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            seconds = execute(lab, args.cell_timeout)
+            edition = write_exercise(lab, course_root() / "exercises")
+        except (RuntimeError, OSError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{lab}: executed in {seconds:.0f} s and saved; exercise edition {edition}")
+    return 1 if failed else 0
