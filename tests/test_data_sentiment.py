@@ -1,10 +1,11 @@
-"""The sentiment reviews (tinylm.data.sentiment): de-duplication, the fixed split, digests."""
+"""The sentiment reviews (tinylm.data.sentiment, in tinylm.data.reviews): de-duplication, the fixed split, digests."""
 
 import importlib.util
 
 import pytest
 
 from tinylm import data
+from tinylm.data import reviews as reviews_module
 
 
 def test_counts_of_the_cleaning_steps():
@@ -41,7 +42,7 @@ def test_the_split_is_a_fixed_shuffle_with_both_labels_in_each_part():
 
 def test_changed_reviews_are_refused(monkeypatch):
     data.sentiment.cache_clear()
-    monkeypatch.setitem(data.SENTIMENT_SHA256, "valid", "0" * 64)
+    monkeypatch.setitem(reviews_module.SENTIMENT_SHA256, "valid", "0" * 64)
     with pytest.raises(ValueError, match="differs"):
         data.sentiment()
     data.sentiment.cache_clear()

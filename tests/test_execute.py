@@ -1,10 +1,10 @@
-"""``python -m tinylm execute``: a lab is run in a fresh kernel, saved with its outputs and its
+"""``python -m tinylm_course execute``: a lab is run in a fresh kernel, saved with its outputs and its
 exercise edition written; a lab whose cell raises is left as it was."""
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tinylm.__main__ import main
+from tinylm_course.__main__ import main
 
 SOLVED = "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n"
 

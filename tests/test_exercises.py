@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from tinylm import exercises
-from tinylm.exercises import ExerciseError, list_exercises, make_exercise, strip_solution, write_exercise
+from tinylm_course import exercises
+from tinylm_course.exercises import ExerciseError, list_exercises, make_exercise, strip_solution, write_exercise
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "fixtures" / "grading_lab.ipynb"
@@ -170,10 +170,10 @@ def test_lab_has_checked_exercises(lab):
 @pytest.mark.parametrize("lab", lab_params())
 def test_committed_exercise_edition_is_in_sync(lab):
     committed = ROOT / "exercises" / lab.name
-    assert committed.is_file(), f"missing {committed.relative_to(ROOT)}: run python -m tinylm exercise labs/{lab.name}"
+    assert committed.is_file(), f"missing {committed.relative_to(ROOT)}: run python -m tinylm_course exercise labs/{lab.name}"
     expected = make_exercise(nbformat.read(lab, as_version=4))
     actual = nbformat.read(committed, as_version=4)
 
     def content(nb):
         return [(cell.cell_type, cell.source, cell.get("outputs")) for cell in nb.cells]
-    assert content(actual) == content(expected), f"exercises/{lab.name} is stale: run python -m tinylm exercise labs/{lab.name}"
+    assert content(actual) == content(expected), f"exercises/{lab.name} is stale: run python -m tinylm_course exercise labs/{lab.name}"

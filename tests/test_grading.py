@@ -14,9 +14,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from tinylm import grading
-from tinylm.exercises import ANSWER_TAG, CHECK_TAG, list_exercises, make_exercise, tagged_id
-from tinylm.nbval_plugin import SANITIZE_FILE
+from tinylm_course import grading
+from tinylm_course.exercises import ANSWER_TAG, CHECK_TAG, list_exercises, make_exercise, tagged_id
+from tinylm_course.nbval_plugin import SANITIZE_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "fixtures" / "grading_lab.ipynb"
@@ -284,7 +284,7 @@ class TestNbvalPlugin:
         (tmp_path / "pytest.ini").write_text("[pytest]\n")
         env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "nbval.plugin", "-p", "tinylm.nbval_plugin",
+            [sys.executable, "-m", "pytest", "-p", "nbval.plugin", "-p", "tinylm_course.nbval_plugin",
              "--nbval", "--nbval-current-env", "--nbval-sanitize-with", str(SANITIZE_FILE),
              "--nbval-cell-timeout", "2", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini"),
              "--rootdir", str(tmp_path), "-q", "-rA", "--color=no", str(lab), str(tmp_path / "loop.ipynb")],

@@ -6,7 +6,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinylm import ladder, results
+from tinylm import results
+from tinylm.evaluation import ladder
 from tinylm.paths import course_root
 
 ROOT = course_root(Path(__file__).parent)

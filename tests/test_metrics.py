@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tinylm import metrics
-from tinylm.vocab import Vocabulary
+from tinylm.evaluation import metrics
+from tinylm.tokenizers import CharTokenizer
 
 
 def test_bits_and_perplexity():
@@ -29,4 +29,4 @@ def test_errors():
     with pytest.raises(ValueError, match="empty"):
         metrics.compressor_bpc("a", "", "gzip")
     with pytest.raises(KeyError, match="not in the vocabulary"):
-        Vocabulary("ab").encode("abc")
+        CharTokenizer("ab").encode("abc")

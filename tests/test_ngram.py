@@ -5,7 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tinylm.ngram import METHODS, NGramModel
+import tinylm
+from tinylm.evaluation import metrics
+from tinylm.models.ngram import METHODS, NGramModel
 
 
 def random_text(seed=0, size=400, vocab=6):
@@ -27,9 +29,27 @@ def test_every_context_gets_a_distribution(method, order):
 def test_log2probs_agree_with_next_distribution(method):
     model = NGramModel(4, 6, method).fit(random_text())
     test = random_text(seed=1, size=30)
-    probs = 2.0 ** model.log2probs(test)
-    for i, token in enumerate(test):
-        assert probs[i] == pytest.approx(model.next_distribution(test[:i])[token], rel=1e-12)
+    log2p = model.log2probs(test)
+    assert log2p.shape == (len(test) - 1,), "position 0 has no context and is not scored"
+    probs = 2.0 ** log2p
+    for i in range(1, len(test)):
+        assert probs[i - 1] == pytest.approx(model.next_distribution(test[:i])[test[i]], rel=1e-12)
+    np.testing.assert_array_equal(tinylm.score(model, test), log2p)
+
+
+@pytest.mark.parametrize("method", ["kneser-ney", "interpolated"])
+def test_forward_gives_the_next_distribution_and_carries_the_last_tokens(method):
+    model = NGramModel(3, 6, method).fit(random_text())
+    ids = np.stack([random_text(seed=2, size=12), random_text(seed=3, size=12)])
+    logits, state = model(ids)
+    assert logits.shape == (2, 12, 6)
+    for b in range(2):
+        for t in range(12):
+            np.testing.assert_allclose(logits[b, t].exp().numpy(), model.next_distribution(ids[b, :t + 1]), rtol=1e-12)
+    assert state == [ids[0, -2:].tolist(), ids[1, -2:].tolist()], "the state is the last n - 1 tokens"
+    first, state = model(ids[:, :5])
+    rest, _ = model(ids[:, 5:], state)
+    np.testing.assert_array_equal(np.concatenate([first.numpy(), rest.numpy()], axis=1), logits.numpy())
 
 
 def test_bigram_mle_is_the_hand_count():
@@ -38,7 +58,7 @@ def test_bigram_mle_is_the_hand_count():
     model = NGramModel(2, 3, "mle").fit(text)
     assert model.next_distribution([0]).tolist() == [0.0, 1.0, 0.0]
     assert model.next_distribution([1]).tolist() == [0.5, 0.0, 0.5]
-    assert model.num_parameters == 3 + 3          # unigrams a b c, bigrams ab ba bc
+    assert model.num_parameters() == 3 + 3          # unigrams a b c, bigrams ab ba bc
 
 
 def test_add_k_formula():
@@ -98,19 +118,21 @@ def test_kneser_ney_matches_the_definition(order, seed):
     train, test = random_text(seed, 300, 5), random_text(seed + 10, 40, 5)
     fast = NGramModel(order, 5, "kneser-ney").fit(train).log2probs(test)
     slow = reference_kneser_ney(train, 5, order)(test)
-    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    np.testing.assert_allclose(fast, slow[1:], rtol=1e-12)   # log2probs leaves out position 0
 
 
 def test_kneser_ney_beats_add_k_on_real_text():
     from tinylm import data
-    from tinylm.vocab import Vocabulary
+    from tinylm.tokenizers import CharTokenizer
 
     corpus = data.shakespeare()
-    vocab = Vocabulary(corpus.alphabet)
-    train, valid = vocab.encode(corpus.train[:400_000]), vocab.encode(corpus.valid[:50_000])
-    kn = NGramModel(4, len(vocab), "kneser-ney").fit(train).bits_per_token(valid)
-    addk = NGramModel(4, len(vocab), "add-k", k=0.01).fit(train).bits_per_token(valid)
+    tok = CharTokenizer(corpus.alphabet)
+    train, valid = tok.encode(corpus.train[:400_000]), tok.encode(corpus.valid[:50_000])
+    kn_model = NGramModel(4, len(tok), "kneser-ney").fit(train)
+    kn = metrics.bits_per_char(tinylm.score(kn_model, valid))
+    addk = metrics.bits_per_char(tinylm.score(NGramModel(4, len(tok), "add-k", k=0.01).fit(train), valid))
     assert kn < addk < 4.0
+    assert metrics.perplexity(tinylm.score(kn_model, valid)) == pytest.approx(2.0 ** kn)
 
 
 def test_seen_fraction_counts_known_grams():
@@ -121,9 +143,34 @@ def test_seen_fraction_counts_known_grams():
 
 def test_sampling_is_seeded_and_in_vocabulary():
     model = NGramModel(3, 6, "kneser-ney").fit(random_text())
-    a = model.sample(50, context=[1, 2], rng=np.random.default_rng(3))
-    b = model.sample(50, context=[1, 2], rng=np.random.default_rng(3))
+    a = tinylm.generate(model, [1, 2], 50, tinylm.Sampler(seed=3))
+    b = tinylm.generate(model, [1, 2], 50, tinylm.Sampler(seed=3))
+    c = tinylm.generate(model, [1, 2], 50, tinylm.Sampler(seed=4))
     assert a == b and len(a) == 50 and set(a) <= set(range(6))
+    assert a != c, "another seed draws another text"
+
+
+def old_sample(model, length, context, rng, temperature=1.0):
+    """What the n-gram's own ``sample`` method did: draw from next_distribution ** (1 / T)."""
+    out = [int(t) for t in context]
+    for _ in range(length):
+        p = model.next_distribution(out) ** (1.0 / temperature)
+        out.append(int(rng.choice(model.V, p=p / p.sum())))
+    return out[len(context):]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_reproduces_the_old_samples(temperature, use_cache):
+    model = NGramModel(3, 6, "kneser-ney").fit(random_text())
+    new = tinylm.generate(model, [1, 2], 60, tinylm.Sampler(temperature=temperature, seed=7), use_cache=use_cache)
+    assert new == old_sample(model, 60, [1, 2], np.random.default_rng(7), temperature)
+
+
+def test_greedy_generation_follows_the_most_likely_token():
+    model = NGramModel(2, 3, "mle").fit(np.array([0, 1, 0, 1, 2, 0, 1, 2]))
+    # after 0 always 1; after 1: 2 (twice) beats 0 (once); after 2 always 0
+    assert tinylm.generate(model, [0], 6, tinylm.GREEDY) == [1, 2, 0, 1, 2, 0]
 
 
 def test_clear_errors():

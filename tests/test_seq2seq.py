@@ -1,4 +1,5 @@
-"""Chinese numerals, the numeral task's data, span corruption, teacher forcing and exact match."""
+"""Chinese numerals and the numeral task's data (tinylm.data.numerals), span corruption
+(tinylm.training.span_corruption), teacher forcing and exact match (tinylm.training.seq2seq)."""
 
 import random
 
@@ -7,13 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinylm import train
-from tinylm.seq2seq import (BOS, EOS, PAD, SPECIALS, Example, apply_noise_mask, accuracy_by, char_accuracy,
-                            chinese_numeral,
-                            digit_count, exact_match, make_batch, noise_mask, numeral_example, numeral_vocabulary,
-                            pad_batch, parse_chinese_numeral, predict, random_number, repeat_rare, sentinel, sequence_loss,
-                            span_corrupt, span_uncorrupt, split_numbers, teacher_forcing, train_seq2seq)
-from tinylm.transformer import EncoderDecoder, TransformerConfig
+import tinylm
+from tinylm.data.numerals import (Example, chinese_numeral, digit_count, numeral_example, numeral_tokenizer,
+                                  parse_chinese_numeral, random_number, repeat_rare, split_numbers)
+from tinylm.evaluation.metrics import accuracy_by, char_accuracy
+from tinylm.models.transformer import EncoderDecoder, TransformerConfig
+from tinylm.tokenizers import SEQ2SEQ_SPECIALS
+from tinylm.training import Seq2Seq, TrainConfig, seed_everything
+from tinylm.training import seq2seq
+from tinylm.training.batches import pad
+from tinylm.training.seq2seq import EXTRA_TOKENS, exact_match, make_batch, predict, sequence_loss, teacher_forcing
+from tinylm.training.span_corruption import apply_noise_mask, noise_mask, sentinel, span_corrupt, span_uncorrupt
+
+TOK = numeral_tokenizer()
+PAD, BOS, EOS = TOK.pad_id, TOK.bos_id, TOK.eos_id
 
 KNOWN = {
     0: "零", 1: "一", 2: "二", 9: "九", 10: "十", 11: "十一", 15: "十五", 20: "二十", 99: "九十九",
@@ -81,18 +89,23 @@ def test_parse_refuses_non_standard_numerals(text, words):
 # ----------------------------------------------------------------------------- the data
 
 def test_vocabulary_starts_with_the_specials():
-    vocab = numeral_vocabulary("数字：")
-    assert vocab.symbols[:3] == list(SPECIALS) and (PAD, BOS, EOS) == (0, 1, 2)
+    vocab = numeral_tokenizer("数字：")
+    assert vocab.symbols[:3] == list(SEQ2SEQ_SPECIALS) and (PAD, BOS, EOS) == (0, 1, 2)
+    assert (vocab.pad_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2) and vocab.unk_id is None
     assert vocab.decode(vocab.encode("数字：一百零五")) == "数字：一百零五"
+    assert vocab.decode([BOS, 3 + 4, 3 + 2, EOS, PAD, PAD]) == "[BOS]42[EOS]", "padding is left out"
     assert len(vocab) == 3 + 10 + 14 + 3
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        vocab.encode("两")
 
 
 def test_numeral_example_and_its_reverse():
     assert numeral_example(105, "数字：") == Example("数字：一百零五", "105", 105)
     assert numeral_example(105, "中文：", reverse=True) == Example("中文：105", "一百零五", 105)
-    vocab = numeral_vocabulary()
+    vocab = numeral_tokenizer()
     src, tgt = numeral_example(20, "").encode(vocab)
-    assert vocab.decode(src) == "二十" and vocab.decode(tgt) == "20"
+    assert isinstance(src, list) and isinstance(tgt, list)
+    assert vocab.decode(src) == "二十" and vocab.decode(tgt) == "20" and tgt == [3 + 2, 3 + 0]
 
 
 def test_split_numbers_is_disjoint_stratified_and_repeatable():
@@ -194,59 +207,72 @@ def test_span_corruption_refuses_bad_arguments():
 # ----------------------------------------------------------------------------- batches and the loss
 
 def test_pad_batch_and_teacher_forcing():
-    ids, mask = pad_batch([[5, 6, 7], [8]])
+    ids, mask = pad([[5, 6, 7], [8]], PAD)
     assert ids.tolist() == [[5, 6, 7], [8, PAD, PAD]]
     assert mask.tolist() == [[True, True, True], [True, False, False]]
-    decoder_in, labels = teacher_forcing([[5, 6], [7]])
+    decoder_in, labels = teacher_forcing([[5, 6], [7]], BOS, EOS, PAD)
     assert decoder_in.tolist() == [[BOS, 5, 6], [BOS, 7, PAD]]
     assert labels.tolist() == [[5, 6, EOS], [7, EOS, PAD]]
-    with pytest.raises(ValueError, match="empty batch"):
-        pad_batch([])
+    with pytest.raises(ValueError, match="no sequences"):
+        pad([])
 
 
 def small_model(seed=0, **overrides):
-    train.seed_everything(seed)
-    vocab = numeral_vocabulary()
-    config = dict(vocab_size=len(vocab), d_model=32, n_heads=2, n_layers=1, max_len=16, pad_id=PAD)
+    seed_everything(seed)
+    vocab = numeral_tokenizer()
+    config = dict(vocab_size=len(vocab), d_model=32, n_heads=2, n_layers=1, max_len=16, pad_id=vocab.pad_id,
+                  bos_id=vocab.bos_id, eos_id=vocab.eos_id)
     return EncoderDecoder(TransformerConfig(**{**config, **overrides})), vocab
+
+
+def test_make_batch_takes_the_special_ids_from_the_config():
+    model, vocab = small_model(pad_id=PAD, bos_id=EOS, eos_id=BOS)      # swapped on purpose
+    batch = make_batch([([7, 8], [5]), ([9], [6, 5])], model.config)
+    assert batch.src.tolist() == [[7, 8], [9, PAD]] and batch.src_mask.tolist() == [[True, True], [True, False]]
+    assert batch.decoder_in.tolist() == [[EOS, 5, PAD], [EOS, 6, 5]]
+    assert batch.labels.tolist() == [[5, BOS, PAD], [6, 5, BOS]]
 
 
 def test_sequence_loss_ignores_padding():
     model, vocab = small_model()
     pairs = [numeral_example(n).encode(vocab) for n in (12345678, 7, 105)]
-    batch = make_batch(pairs)
+    batch = make_batch(pairs, model.config)
     assert batch.src.shape[0] == 3 and batch.labels.shape == batch.decoder_in.shape
     loss = sequence_loss(model, batch)
-    logits = model(batch.src, batch.decoder_in, batch.src_mask)
+    logits, _ = model(batch.decoder_in, model.encode(batch.src, batch.src_mask))
     real = batch.labels != PAD
     by_hand = F.cross_entropy(logits[real], batch.labels[real])
     assert abs(loss.item() - by_hand.item()) < 1e-6
     # a row's loss does not depend on the other rows' padding
-    alone = [sequence_loss(model, make_batch([p])).item() for p in pairs]
+    alone = [sequence_loss(model, make_batch([p], model.config)).item() for p in pairs]
     counts = [len(t) + 1 for _, t in pairs]
     assert abs(loss.item() - sum(a * c for a, c in zip(alone, counts)) / sum(counts)) < 1e-5
 
 
-class EchoModel:
-    """A stand-in for a model: 'generates' the answers it was given, whatever the source."""
+class Echo:
+    """A stand-in for tinylm.generate: 'generates' the answers it was given, whatever the source."""
 
     def __init__(self, answers):
         self.answers, self.calls = list(answers), []
 
-    def generate(self, src, start_id, end_id, max_len, src_padding_mask=None, use_cache=True):
-        self.calls.append((src.shape, start_id, end_id, max_len))
-        out, self.answers = self.answers[: len(src)], self.answers[len(src):]
+    def __call__(self, model, sources, max_new_tokens, sampler=None, stop=None, use_cache=True):
+        self.calls.append((sources, max_new_tokens, sampler, use_cache))
+        out, self.answers = self.answers[: len(sources)], self.answers[len(sources):]
         return out
 
 
-def test_exact_match_counts_whole_answers_only():
+def test_exact_match_counts_whole_answers_only(monkeypatch):
     pairs = [([4], [5, 6]), ([4, 4], [7]), ([4], [8, 9])]
-    model = EchoModel([[5, 6], [7, 7], [8]])
-    assert exact_match(model, pairs, batch_size=2) == pytest.approx(1 / 3)
-    assert [c[0] for c in model.calls] == [torch.Size([2, 2]), torch.Size([1, 1])]
-    assert model.calls[0][1:] == (BOS, EOS, 2 + 4)
+    echo = Echo([[5, 6], [7, 7], [8]])
+    monkeypatch.setattr(seq2seq, "generate", echo)
+    assert exact_match("a model", pairs, batch_size=2) == pytest.approx(1 / 3)
+    assert [c[0] for c in echo.calls] == [[[4], [4, 4]], [[4]]], "batches of at most batch_size sources"
+    assert all(c[1] == 2 + EXTRA_TOKENS and c[2] == tinylm.GREEDY for c in echo.calls)
+    echo = Echo([[5, 6], [7], [8, 9]])
+    monkeypatch.setattr(seq2seq, "generate", echo)
+    assert exact_match("a model", pairs, max_new_tokens=9) == 1.0 and echo.calls[0][1] == 9
     with pytest.raises(ValueError, match="no pairs"):
-        exact_match(model, [])
+        exact_match("a model", [])
 
 
 def test_char_accuracy():
@@ -263,10 +289,11 @@ def test_accuracy_by():
 def test_predict_in_batches_equals_one_by_one():
     model, vocab = small_model(seed=1)
     sources = [numeral_example(n).encode(vocab)[0] for n in (3, 10010, 20300400, 105, 99)]
-    together = predict(model, sources, max_len=6, batch_size=3)
-    alone = [predict(model, [s], max_len=6)[0] for s in sources]
-    assert together == alone
-    assert predict(model, sources, max_len=6, use_cache=False) == together
+    together = predict(model, sources, max_new_tokens=6, batch_size=3)
+    alone = [predict(model, [s], max_new_tokens=6)[0] for s in sources]
+    assert together == alone and all(len(answer) <= 6 for answer in together)
+    assert predict(model, sources, max_new_tokens=6, use_cache=False) == together
+    assert together == tinylm.generate(model, sources, 6, tinylm.GREEDY)
 
 
 @pytest.fixture
@@ -284,11 +311,17 @@ def test_training_learns_held_out_numbers(one_thread):
     pairs = [numeral_example(n).encode(vocab) for n in train_n]
     test = [numeral_example(n).encode(vocab) for n in test_n]
     assert exact_match(model, test) < 0.05
-    config = train.TrainConfig(steps=300, batch_size=32, lr=1e-2, warmup=20, eval_every=100, progress=False)
-    history = train_seq2seq(model, pairs, config, valid_pairs=test[:20], snapshots=(100,))
+    # lr 3e-3: at 1e-2 (the old test's rate) the run is erratic, from 0.04 to 0.97 exact match on
+    # the held-out numbers depending on the seed and on the CPU's rounding; at 3e-3 every seed
+    # tried reaches 1.0.
+    config = TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup=20, eval_every=100, restore_best=False,
+                         progress=False)
+    history = tinylm.train(model, Seq2Seq(pairs, test[:20]), config, snapshots=(30,))
+    assert (history.unit, history.monitor) == ("nats", "exact_match")
     assert history.steps_done == 300 and history.step == [100, 200, 300]
     assert history.train_loss[-1] < 0.3 * history.train_loss[0]
-    assert len(history.valid_exact_match) == 3 and not model.training
-    assert exact_match(model, test) > 0.8
-    model.load_state_dict(history.snapshots[100])
-    assert list(history.snapshots) == [100] and exact_match(model, test) < 0.5
+    assert len(history.valid["exact_match"]) == 3 and not model.training
+    assert history.valid["exact_match"][-1] == exact_match(model, test[:20])
+    assert exact_match(model, test) > 0.9
+    model.load_state_dict(history.snapshots[30])
+    assert list(history.snapshots) == [30] and exact_match(model, test) < 0.2

@@ -7,30 +7,36 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinylm import word2vec as w2v
+from tinylm.analysis.embeddings import pca_2d, unit_rows
 from tinylm.autograd import numerical_grad
-from tinylm.vocab import Vocabulary
+from tinylm.models import word2vec as w2v
+from tinylm.tokenizers import WordTokenizer, words
 
 
 # --------------------------------------------------------------------------- text to ids
 
 def test_tokenize_keeps_inner_apostrophes_only():
     text = "KING. O'er the hills, 'tis I'll go -- to-morrow; Romeo's DOG!  'Hence'"
-    assert w2v.tokenize(text) == ["king", "o'er", "the", "hills", "tis", "i'll", "go", "to", "morrow",
+    assert words(text) == ["king", "o'er", "the", "hills", "tis", "i'll", "go", "to", "morrow",
                                   "romeo's", "dog", "hence"]
 
 
 def test_vocabulary_is_most_frequent_first_with_alphabetical_ties():
     vocab, counts = w2v.build_vocabulary("c b a b c d".split(), size=3)
-    assert vocab.symbols == ["b", "c", "a"] and counts.tolist() == [2, 2, 1]
+    assert isinstance(vocab, WordTokenizer) and vocab.unk is None and vocab.drop_unknown
+    assert vocab.symbols == ["b", "c", "a"] and counts.tolist() == [2, 2, 1] and counts.dtype == np.int64
     with pytest.raises(ValueError):
         w2v.build_vocabulary(["a"], size=0)
 
 
 def test_encode_drops_words_outside_the_vocabulary():
-    vocab = Vocabulary(["be", "to"])
-    assert w2v.encode("to be or not to be".split(), vocab).tolist() == [1, 0, 1, 0]
-    assert w2v.encode([], vocab).dtype == np.int64
+    vocab, _ = w2v.build_vocabulary("to be to be".split(), size=2)
+    assert vocab.symbols == ["be", "to"]
+    assert vocab.encode("to be or not to be".split()) == [1, 0, 1, 0]
+    assert vocab.encode("To be, or not to be!") == [1, 0, 1, 0], "a text is cut into words first"
+    assert vocab.encode([]) == [] and vocab.encode(["or", "not"]) == []
+    with pytest.raises(KeyError, match="'or' is not in the vocabulary"):
+        WordTokenizer(["be", "to"]).encode(["or"])
 
 
 def test_keep_probabilities():
@@ -163,7 +169,7 @@ def test_training_is_deterministic_and_learns_the_two_topics(architecture):
     assert np.array_equal(W1, W2) and np.array_equal(U1, U2) and log1 == log2
     assert not np.array_equal(W1, W3)
     assert log1.losses[-1] < log1.losses[0] < 6 * np.log(2) + 0.01
-    unit = w2v.unit_rows(W1)
+    unit = unit_rows(W1)
     sims = unit @ unit.T
     same = np.mean([sims[i, j] for i in range(10) for j in range(10) if i != j and i // 5 == j // 5])
     other = np.mean([sims[i, j] for i in range(10) for j in range(10) if i // 5 != j // 5])
@@ -216,7 +222,7 @@ def test_truncated_svd_matches_full_svd():
 def toy():
     words = ["king", "queen", "man", "woman", "apple"]
     vectors = np.array([[1.0, 1.0, 0.0], [1.0, -1.0, 0.0], [0.2, 1.0, 0.1], [0.2, -1.0, 0.1], [0.0, 0.0, 1.0]])
-    return w2v.WordVectors(Vocabulary(words), vectors)
+    return w2v.WordVectors(WordTokenizer(words), vectors)
 
 
 def test_neighbours_and_similarity(toy):
@@ -248,16 +254,16 @@ def test_pca_projection(toy):
     assert np.allclose(xy.mean(axis=0), 0)
     assert np.var(xy[:, 0]) >= np.var(xy[:, 1])
     X = np.random.default_rng(0).normal(size=(20, 5)) * [5, 3, 1, 0.1, 0.1]
-    xy = w2v.pca_2d(X)
+    xy = pca_2d(X)
     top = np.linalg.eigvalsh(np.cov(X.T, bias=True))[::-1][:2]
     assert np.allclose(xy.var(axis=0), top), "the two directions of largest variance"
     assert abs(np.corrcoef(xy.T)[0, 1]) < 1e-9
-    assert np.allclose(xy, -w2v.pca_2d(-X)), "the signs are fixed by the components, not by the data's sign"
+    assert np.allclose(xy, -pca_2d(-X)), "the signs are fixed by the components, not by the data's sign"
 
 
 def test_word_vectors_need_one_vector_per_word():
     with pytest.raises(ValueError):
-        w2v.WordVectors(Vocabulary(["a", "b"]), np.zeros((3, 2)))
+        w2v.WordVectors(WordTokenizer(["a", "b"]), np.zeros((3, 2)))
 
 
 def test_plot_words_places_every_label_without_overlaps():

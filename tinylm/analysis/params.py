@@ -64,17 +64,24 @@ def _parts(**counts: int) -> dict[str, int]:
     return {part: int(counts.get(part, 0)) for part in PARTS}
 
 
-# --------------------------------------------------------------------------- GPT (decoder-only)
-
 @dataclass(frozen=True)
-class GPTConfig:
-    """A GPT-style decoder: learned positions, pre-LayerNorm blocks with biases, tied head."""
+class Shape:
+    """What every family's configuration states first: the vocabulary, the width of the model
+    (the size of each token's vector), the number of layers and of attention heads."""
 
     vocab_size: int
-    max_len: int                 # the longest sequence: one learned position vector each
     d_model: int
     n_layers: int
     n_heads: int
+
+
+# --------------------------------------------------------------------------- GPT (decoder-only)
+
+@dataclass(frozen=True)
+class GPTConfig(Shape):
+    """A GPT-style decoder: learned positions, pre-LayerNorm blocks with biases, tied head."""
+
+    max_len: int                 # the longest sequence: one learned position vector each
     d_ff: int | None = None      # None: 4 * d_model, as in GPT-1, 2 and 3
     final_norm: bool = True      # GPT-2 and GPT-3 end with a LayerNorm; GPT-1 does not
     tied_head: bool = True
@@ -104,13 +111,9 @@ def gpt_parameters(c: GPTConfig) -> dict[str, int]:
 # --------------------------------------------------------------------------- BERT (encoder-only)
 
 @dataclass(frozen=True)
-class BertConfig:
+class BertConfig(Shape):
     """A BERT encoder: three embedding tables, post-LayerNorm layers with biases, a pooler."""
 
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
     d_ff: int
     max_len: int = 512           # the longest sequence: one learned position vector each
     type_vocab_size: int = 2     # segment A / segment B
@@ -137,13 +140,10 @@ def bert_parameters(c: BertConfig) -> dict[str, int]:
 # --------------------------------------------------------------------------- T5 (encoder-decoder)
 
 @dataclass(frozen=True)
-class T5Config:
-    """A T5 encoder-decoder: no biases, RMSNorm, relative position buckets, shared embedding."""
+class T5Config(Shape):
+    """A T5 encoder-decoder: no biases, RMSNorm, relative position buckets, shared embedding.
+    ``n_layers`` counts the encoder's layers."""
 
-    vocab_size: int
-    d_model: int
-    n_layers: int                # encoder layers
-    n_heads: int
     d_kv: int                    # width of one head; n_heads * d_kv need not equal d_model
     d_ff: int
     n_decoder_layers: int | None = None   # None: as many as the encoder
@@ -179,13 +179,9 @@ def t5_parameters(c: T5Config) -> dict[str, int]:
 # --------------------------------------------------------------------------- LLaMA (decoder-only)
 
 @dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(Shape):
     """A LLaMA decoder: RMSNorm, SwiGLU MLP, rotary positions, no biases, untied head."""
 
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
     d_ff: int
     n_kv_heads: int | None = None   # grouped-query attention: fewer key/value heads
     tied_head: bool = False

@@ -154,6 +154,10 @@ def generate(model, prompt_ids, max_new_tokens: int, sampler: Sampler | None = N
     rng = sampler.rng()
     rows, single = _as_batch(prompt_ids)
     stop = _stop_set(model, stop)
+    longest = max_new_tokens + (1 if model.encoder_decoder else max(len(row) for row in rows))
+    if use_cache and model.max_len is not None and longest > model.max_len:
+        raise ValueError(f"the text would grow to {longest} tokens, more than the model's max_len {model.max_len}: "
+                         "generate fewer tokens, or use use_cache=False (each step then reads the last max_len tokens)")
     with evaluating(model):
         x, state = _start(model, rows, use_cache)
         if model.encoder_decoder and not use_cache:

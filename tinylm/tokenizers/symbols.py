@@ -70,6 +70,10 @@ def most_frequent(tokens: Iterable[str], size: int) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:size]
 
 
+def _special_id(token: str) -> property:
+    return property(lambda self: self.special_tokens.get(token), doc=f"The id of {token}, or None if there is none.")
+
+
 class SpecialIds:
     """The ids of the special tokens a tokenizer has (None for one it has not).
 
@@ -79,32 +83,12 @@ class SpecialIds:
 
     special_tokens: dict[str, int]
 
-    def _special(self, name: str) -> int | None:
-        return self.special_tokens.get(name)
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._special(PAD)
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._special(BOS)
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._special(EOS)
-
-    @property
-    def cls_id(self) -> int | None:
-        return self._special(CLS)
-
-    @property
-    def sep_id(self) -> int | None:
-        return self._special(SEP)
-
-    @property
-    def mask_id(self) -> int | None:
-        return self._special(MASK)
+    pad_id = _special_id(PAD)
+    bos_id = _special_id(BOS)
+    eos_id = _special_id(EOS)
+    cls_id = _special_id(CLS)
+    sep_id = _special_id(SEP)
+    mask_id = _special_id(MASK)
 
 
 class SymbolTokenizer(SpecialIds):

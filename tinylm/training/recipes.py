@@ -132,11 +132,16 @@ class LanguageModelRecipe(Recipe):
 
     def objective(self, tokenizer) -> CausalLM:
         """The recipe's objective: all of the training split, the validation text's first
-        ``eval_chars`` characters, losses in bits per character."""
+        ``eval_chars`` characters, losses in bits per character.
+
+        Characters: bits per predicted character (the first has no context and is not scored).
+        Subwords: bits per character of the text the ids spell, the ladder's measure."""
         corpus = data.corpus(self.corpus)
         text = corpus.valid[: self.eval_chars]
+        subwords = self.tokens != "char"
         return CausalLM(encode(tokenizer, corpus.train), encode(tokenizer, text), eval_tokens=None,
-                        train_chars=len(corpus.train), valid_chars=len(text))
+                        train_chars=len(corpus.train) if subwords else None,
+                        valid_chars=len(text) if subwords else None)
 
     def _make(self, stop_after):
         tokenizer = self.tokenizer()
