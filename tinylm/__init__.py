@@ -30,12 +30,26 @@ The course's machinery (running, grading and benchmarking labs, the book's exten
 separate package ``tinylm_course``, which this one never imports.
 """
 
-from .checkpoint import load, save
-from .inference.sampling import GREEDY, Sampler, beam_search, generate
-from .inference.scoring import score, token_logprobs
-from .training.loop import TrainConfig, train
+import importlib
 
 __version__ = "0.2.0"
 
-__all__ = ["load", "save", "score", "token_logprobs", "generate", "beam_search", "Sampler", "GREEDY", "train",
-           "TrainConfig"]
+API = {"load": "checkpoint", "save": "checkpoint", "score": "inference.scoring",
+       "token_logprobs": "inference.scoring", "generate": "inference.sampling", "beam_search": "inference.sampling",
+       "Sampler": "inference.sampling", "GREEDY": "inference.sampling", "train": "training.loop",
+       "TrainConfig": "training.loop"}
+"""The public API and the module each name comes from.  They are imported when first used, so
+that ``from tinylm import data`` (or the course's tools, which need only ``tinylm.paths``) does not
+load torch."""
+
+__all__ = list(API)
+
+
+def __getattr__(name: str):
+    if name in API:
+        return getattr(importlib.import_module(f".{API[name]}", __name__), name)
+    raise AttributeError(f"module 'tinylm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(API))

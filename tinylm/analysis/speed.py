@@ -3,7 +3,7 @@
     python -m tinylm speed gpt            # measure, print
     python -m tinylm speed gpt --write    # and keep the numbers in results/gpt_speed.json
 
-A training step of :class:`tinylm.transformer.DecoderLM` is timed beside two other GPTs of the
+A training step of :class:`tinylm.models.transformer.DecoderLM` is timed beside two other GPTs of the
 same shape, on one thread, with the same batch, loss and optimizer:
 
 - ``transformers``' ``GPT2LMHeadModel`` (the reference implementation of GPT-2, built from a
