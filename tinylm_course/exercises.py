@@ -7,7 +7,10 @@ A worked lab holds its exercises' solutions (see CONTRIBUTING.md).  An exercise 
     ...
     ### END SOLUTION
 
-and one or more **check cells** tagged ``check:ID``.  The exercise edition is the same
+and one or more **check cells** tagged ``check:ID``.  The answer cell's metadata may list
+**wrong answers** (``"tinylm": {"wrong": [{"why": "...", "code": "..."}]}``): plausible mistakes,
+each replacing the solution region as the stub does, which ``grade --verify`` runs to show that
+the checks catch them.  The exercise edition is the same
 notebook with every solution region replaced by ``raise NotImplementedError("Exercise ID")``
 (indented like the markers) and with the outputs of answer and check cells cleared, so
 that nothing in it gives the solution away.  Everything else, including the outputs of
@@ -47,6 +50,7 @@ class Exercise:
     points: float
     answer_cell: int
     check_cells: tuple[int, ...]
+    wrong: tuple[tuple[str, str], ...] = ()     # (why, code) of each wrong answer
 
 
 def tagged_id(cell, prefix: str) -> str | None:
@@ -63,8 +67,9 @@ def stub(exercise_id: str) -> str:
     return f'raise NotImplementedError("Exercise {exercise_id}")'
 
 
-def strip_solution(source: str, exercise_id: str) -> str:
-    """Replace each ``BEGIN``/``END SOLUTION`` region of ``source`` by the stub line.
+def strip_solution(source: str, exercise_id: str, replacement: str | None = None) -> str:
+    """Replace each ``BEGIN``/``END SOLUTION`` region of ``source`` by the stub line (or by the
+    lines of ``replacement``, indented like the markers).
 
     Raises ExerciseError when the markers are unbalanced or absent.
     """
@@ -80,7 +85,8 @@ def strip_solution(source: str, exercise_id: str) -> str:
         elif marker == END:
             if indent is None:
                 raise ExerciseError(f"exercise {exercise_id}: line {number}: {END} without {BEGIN}")
-            out.append(indent + stub(exercise_id))
+            lines = [stub(exercise_id)] if replacement is None else replacement.split("\n")
+            out.extend(indent + line if line.strip() else "" for line in lines)
             indent = None
             regions += 1
         elif indent is None:
@@ -100,7 +106,9 @@ def list_exercises(nb) -> list[Exercise]:
     """The exercises of a lab, in the order of their answer cells.
 
     Raises ExerciseError for two answer cells with one ID, a check cell without an answer
-    cell, or solution markers in a cell that is not an answer cell (they would leak).
+    cell, a check cell before its answer or after the next exercise's answer (each exercise's
+    answer and checks come together), or solution markers in a cell that is not an answer cell
+    (they would leak).
     """
     answers: dict[str, int] = {}
     checks: dict[str, list[int]] = {}
@@ -120,15 +128,32 @@ def list_exercises(nb) -> list[Exercise]:
         if check_id not in answers:
             raise ExerciseError(f"cell {cells[0]} is tagged {CHECK_TAG}{check_id} "
                                 f"but no cell is tagged {ANSWER_TAG}{check_id}")
+    starts = sorted(answers.values())
+    for check_id, cells in checks.items():
+        start = answers[check_id]
+        after = next((other for other in starts if other > start), len(nb.cells))
+        if min(cells) < start or max(cells) > after:
+            raise ExerciseError(f"the checks of {check_id} (cells {cells}) must come after its answer (cell "
+                                f"{start}) and before the next exercise's answer (cell {after})")
     return [_exercise(nb.cells[index], exercise_id, index, checks.get(exercise_id, []))
             for exercise_id, index in answers.items()]
 
 
 def _exercise(cell, exercise_id: str, index: int, check_cells: list[int]) -> Exercise:
     meta = cell.metadata.get("tinylm", {})
+    wrong = meta.get("wrong", [])
+    if not isinstance(wrong, list) or not all(isinstance(w, dict) and isinstance(w.get("why"), str) and w["why"]
+                                              and isinstance(w.get("code"), str) for w in wrong):
+        raise ExerciseError(f"exercise {exercise_id}: metadata tinylm.wrong must be a list of "
+                            '{"why": "...", "code": "..."}')
     return Exercise(id=exercise_id, title=str(meta.get("title", exercise_id)),
                     points=float(meta.get("points", 1)), answer_cell=index,
-                    check_cells=tuple(check_cells))
+                    check_cells=tuple(check_cells), wrong=tuple((w["why"], w["code"]) for w in wrong))
+
+
+def wrong_answer(cell, exercise: Exercise, code: str) -> str:
+    """The answer cell with its solution replaced by a wrong answer's ``code``."""
+    return strip_solution(cell.source, exercise.id, code)
 
 
 def _clear_outputs(cell) -> None:
@@ -143,6 +168,7 @@ def make_exercise(nb):
     for exercise in exercises:
         answer = edition.cells[exercise.answer_cell]
         answer.source = strip_solution(answer.source, exercise.id)
+        answer.metadata.get("tinylm", {}).pop("wrong", None)      # the author's test cases stay with the lab
         _clear_outputs(answer)
         for index in exercise.check_cells:
             _clear_outputs(edition.cells[index])

@@ -3,37 +3,51 @@
     python -m tinylm_course grade SUBMISSION.ipynb [--lab LAB.ipynb] [--json OUT.json]
 
 A submission is graded against its **worked lab** (``labs/<lab>.ipynb``, named by the
-submission's ``metadata.tinylm.lab``).  The grader builds a *grading notebook*: the worked
-lab, with each answer cell's code replaced by the student's, and a first cell that caps
-printed output.  nbval runs it in a separate, limited process:
+submission's ``metadata.tinylm.lab``).  The grader builds a *grading notebook*, the worked lab
+with a few cells of its own, and nbval runs it in a separate, limited process.
 
-- answer cells and the lab's other cells run, but their output is not compared;
+**The submission never runs where the checks run.**  The kernel runs the worked lab itself.
+Just before each exercise it forks: the copy runs the student's answer and the lab's cells up to
+the exercise's last check (see :mod:`tinylm_course.isolation`), while the kernel goes on with the
+worked answer.  Each check cell then runs in the kernel on the values the answer produced, sent
+over as plain data (numbers, strings, lists, dicts, arrays, tensors); a function of the
+submission that a check calls runs in the copy, its arguments and result crossing as data.  So
+whatever an answer does to numpy, the builtins, the interpreter or IPython, it does it to its own
+process, and no check sees it.  Which values a check reads is found by reading the lab's code
+(:mod:`tinylm_course.dataflow`).
+
+- answer cells' and the lab's other cells' output is not compared;
 - check cells come from the worked lab, and their output must match the lab's;
-- an exercise earns its points when its answer ran without error and all its checks passed.
+- an exercise earns its points when its answer (and the lab's cells up to its last check) ran
+  without error within its budget, and all its checks passed.
 
-The student's checks and extra cells are ignored, so a submission cannot change what is
-checked.
+The student's checks and extra cells are ignored.  An answer's budget is
+:data:`ANSWER_TIME_FACTOR` times what the worked lab recorded for the same cells, plus
+:data:`ANSWER_TIME_MARGIN` seconds, so a submission that loops forever is graded in minutes.
 
 For the lab's authors, ``--verify`` grades a worked lab against itself more strictly, in one
 run of the lab:
 
 - every cell's output is compared, as plain nbval does (the lab's own ``nbval-ignore-output``
   tags still hold), and each cell outside the exercises that differs becomes a note;
-- just before each answer cell the kernel forks, and the copy runs the exercise *without* its
-  answer (the exercise edition's stub, then the cells up to the exercise's last check); a check
-  that still passes there would give points for nothing, and becomes a note.
+- the checks read the worked answer's values through the same plain-data crossing a submission's
+  take, so a check that reads something that cannot cross is noted;
+- each exercise is also run, in copies, *without* its answer (the exercise edition's stub) and
+  with each of its **wrong answers** (the answer cell's ``tinylm.wrong`` metadata); a check that
+  passes without the answer, a wrong answer that passes every check, a wrong answer that does
+  not run, and an exercise without a wrong answer are noted.
 
 So one execution proves that the worked lab reproduces its outputs, that it earns full marks
-under the grader's limits, and that none of its checks passes without its answer.  (Grading
-the exercise edition proves the last point too, at the cost of a second run of the lab.)
+under the grader's limits, and that its checks reject a missing answer and plausible wrong ones.
 
 Whatever happens, :func:`grade` returns a :class:`Report` and never raises.
 
 The run is limited: each cell by ``--cell-timeout``, the whole run by ``--timeout`` (then
 pytest and the kernel are killed), each process's address space by ``--memory-mb``, and
 each cell's printed output by :data:`OUTPUT_LIMIT`; with ``TINYLM_READONLY=1`` labs write
-no results.  It is not a sandbox: the student's code runs as the grading user, so run
-untrusted submissions inside a container.
+no results.  The grader's processes end with it, however it is stopped.  It is not a sandbox:
+the student's code runs as the grading user, with that user's files and network, so run
+untrusted submissions inside a container or a throwaway account.
 """
 
 from __future__ import annotations
@@ -45,6 +59,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,13 +72,20 @@ import nbformat
 
 from tinylm.paths import course_root
 
+from .dataflow import exercise_flow
 from .exercises import (ANSWER_TAG, CHECK_TAG, Exercise, ExerciseError, list_exercises, make_exercise,
-                        strip_solution, tagged_id)
+                        strip_solution, tagged_id, wrong_answer)
 from .nbval_plugin import KERNEL_DIED, SANITIZE_FILE, TRUNCATED
+from .isolation import die_with_parent
 from .processes import kill_tree
 
 CELL_TIMEOUT = 300.0
-"""Seconds one cell may run."""
+"""Seconds one cell may run (a cell of the worked lab, or an exercise's answer in all)."""
+ANSWER_TIME_FACTOR = 5.0
+ANSWER_TIME_MARGIN = 20.0
+"""An answer (with the lab's cells up to its exercise's last check) may take this many times what
+the worked lab recorded for them, plus this many seconds (the grader's generic kernels and another
+CPU may be slower)."""
 TOTAL_TIMEOUT = 1800.0
 """Seconds the whole grading run may take."""
 MEMORY_MB = 4096
@@ -73,8 +95,8 @@ OUTPUT_LIMIT = 100_000
 MESSAGE_LIMIT = 300
 """Characters of a reason in the report."""
 
-PASSED, MISSING, EXCEPTION, MEMORY, TIMEOUT, DIED, WRONG, NOT_RUN = (
-    "passed", "missing", "exception", "memory", "timeout", "kernel died", "wrong output", "not run")
+PASSED, MISSING, EXCEPTION, MEMORY, TIMEOUT, DIED, STOPPED, WRONG, NOT_RUN = (
+    "passed", "missing", "exception", "memory", "timeout", "kernel died", "stopped", "wrong output", "not run")
 """The status of an exercise."""
 
 
@@ -291,119 +313,96 @@ def _exercises_of(lab, lab_path: Path) -> list[Exercise]:
 IGNORE_OUTPUT = "nbval-ignore-output"
 
 GRADER_KEY = "tinylm_grader"
-"""Cell metadata of the grading notebook: which lab cell a code cell is, or which probe."""
+"""Cell metadata of the grading notebook: which lab cell a code cell is, or which grader cell."""
 
 
 def grading_notebook(lab, submission, exercises: list[Exercise], notes: list[str], verify: bool = False,
                      cell_timeout: float = CELL_TIMEOUT):
-    """The worked lab with the submission's answers in it, and the ids of missing answers.
+    """The worked lab with the grader's cells, and the ids of missing answers.
 
-    Only check cells' outputs are compared, unless ``verify``, which also puts a probe cell
-    before each answer cell (see :func:`probe_without_answer`).  Each code cell's metadata
-    says what it is (:data:`GRADER_KEY`).  Appends to ``notes`` what the submission did that
-    the grader ignored.
+    Before each answer cell, a *run* cell forks the answer processes (the submission's answer;
+    with ``verify``, the stub and each wrong answer); each check cell starts with a line that
+    puts the submission's values in place; after an exercise's last check, a *finish* cell ends
+    its processes (and, with ``verify``, says which probe its checks failed to catch).  Only check
+    cells' outputs are compared, unless ``verify``.  Each code cell's metadata says what it is
+    (:data:`GRADER_KEY`).  Appends to ``notes`` what the submission did that the grader ignored.
     """
     nb = copy.deepcopy(lab)
-    missing = set()
-    used = []
+    missing, used, answers = set(), [], {}
     for ex in exercises:
-        cell = nb.cells[ex.answer_cell]
-        answer = submitted_answer(submission, ex.id, cell.get("id"), notes)
+        answer = submitted_answer(submission, ex.id, lab.cells[ex.answer_cell].get("id"), notes)
         if answer is None:
             missing.add(ex.id)
-            cell.source = strip_solution(cell.source, ex.id)
         else:
-            cell.source = answer
             used.append(answer)
+        answers[ex.id] = answer
     notes.extend(_ignored_cells(lab, submission, exercises, used))
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.metadata[GRADER_KEY] = {"lab_cell": index}
             if tagged_id(cell, CHECK_TAG) is None and not verify:
                 _add_tag(cell, IGNORE_OUTPUT)
-    cap = nbformat.v4.new_code_cell(CAP_CELL, id="tinylm-grader-cap", metadata={"tags": [IGNORE_OUTPUT]})
-    front = [cap]
+    for ex in sorted(exercises, key=lambda ex: ex.answer_cell, reverse=True):
+        flow = exercise_flow(lab.cells, ex)
+        for index in ex.check_cells:
+            cell = nb.cells[index]
+            cell.source = (f"_tinylm_isolation.before_check({ex.id!r}, {index}, {flow.reads[index]!r}, "
+                           f"{lab.cells[index].source!r})\n" + cell.source)
+        nb.cells.insert(max(ex.check_cells) + 1, _grader_cell(
+            f"_tinylm_isolation.finish({ex.id!r}, {verify!r}, {dict((f'wrong {i}', why) for i, (why, _) in enumerate(ex.wrong, 1))!r})",
+            {"finish": ex.id}))
+        stub = strip_solution(lab.cells[ex.answer_cell].source, ex.id)
+        submitted = stub if answers[ex.id] is None else answers[ex.id]
+        variants, display = [("submission", submitted)], "submission"
+        if verify:
+            if submitted.strip() == lab.cells[ex.answer_cell].source.strip():
+                variants, display = [], "self"      # the worked answer: the kernel's own values
+            variants += [("missing", stub)] + [(f"wrong {i}", wrong_answer(lab.cells[ex.answer_cell], ex, code))
+                                                for i, (_, code) in enumerate(ex.wrong, 1)]
+        budget = answer_budget(lab, ex, cell_timeout, len(variants))
+        expected = {str(index): _stdout(lab.cells[index]) for index in ex.check_cells}
+        nb.cells.insert(ex.answer_cell, _grader_cell(
+            f"# Added by the grader: exercise {ex.id} runs in a copy of the kernel; its checks run here.\n"
+            f"_tinylm_isolation.run_exercise({ex.id!r}, {variants!r}, {flow.steps!r}, {budget!r}, {display!r}, "
+            f"{sorted(flow.tainted)!r}, {expected!r})", {"run": ex.id}))
     if verify:
-        front.append(nbformat.v4.new_code_cell(PROBE_CELL, id="tinylm-grader-probe",
-                                               metadata={"tags": [IGNORE_OUTPUT]}))
-        for ex in sorted(exercises, key=lambda ex: ex.answer_cell, reverse=True):
-            nb.cells.insert(ex.answer_cell, _probe_cell(lab, ex, cell_timeout))
-    nb.cells[:0] = front
+        notes.extend(f"exercise {ex.id} has no wrong answer to try (tinylm.wrong in its answer cell's metadata)"
+                     for ex in exercises if not ex.wrong)
+    cap = nbformat.v4.new_code_cell(CAP_CELL, id="tinylm-grader-cap", metadata={"tags": [IGNORE_OUTPUT]})
+    start = _grader_cell("from tinylm_course import isolation as _tinylm_isolation\n_tinylm_isolation.start()",
+                         {"start": True})
+    nb.cells[:0] = [cap, start]
     return nb, missing
 
 
-def _probe_cell(lab, ex: Exercise, cell_timeout: float):
-    """The cell that runs exercise ``ex`` without its answer, in a fork of the kernel."""
-    last = max(ex.check_cells)
-    steps = [(strip_solution(lab.cells[ex.answer_cell].source, ex.id), "answer", "")]
-    for index in range(ex.answer_cell + 1, last + 1):
-        cell = lab.cells[index]
-        if cell.cell_type == "code":
-            role = "check" if index in ex.check_cells else "cell"
-            steps.append((cell.source, role, _stdout(cell) if role == "check" else ""))
-    timeout = 0.9 * cell_timeout  # within the cell's own timeout, so that the probe reports it
-    source = (f"# Added by the grader (--verify): exercise {ex.id} without its answer, in a fork of the kernel.\n"
-              f"_tinylm_probe({ex.id!r}, {steps!r}, {timeout!r})")
-    return nbformat.v4.new_code_cell(source, metadata={"tags": [IGNORE_OUTPUT], GRADER_KEY: {"probe": ex.id}})
+def _grader_cell(source: str, role: dict):
+    return nbformat.v4.new_code_cell(source, metadata={"tags": [IGNORE_OUTPUT], GRADER_KEY: role})
 
 
-def probe_without_answer(exercise_id: str, steps: list, timeout: float) -> None:
-    """Run an exercise without its answer in a fork of the kernel; raise if a check passes.
+def answer_budget(lab, ex: Exercise, cell_timeout: float, variants: int = 1) -> float:
+    """Seconds one answer process may take: :data:`ANSWER_TIME_FACTOR` times what the worked lab
+    recorded for the answer and the cells after it up to the last check, plus
+    :data:`ANSWER_TIME_MARGIN`; at most what leaves the run cell, which runs ``variants`` of them,
+    within ``cell_timeout``."""
+    cap = 0.9 * cell_timeout / max(variants, 1)
+    recorded = [_recorded_seconds(lab.cells[index]) for index in range(ex.answer_cell, max(ex.check_cells) + 1)
+                if lab.cells[index].cell_type == "code" and index not in ex.check_cells]
+    if any(seconds is None for seconds in recorded):
+        return cap
+    return min(cap, ANSWER_TIME_FACTOR * sum(recorded) + ANSWER_TIME_MARGIN)
 
-    Runs in the kernel (the grader's second cell holds this function's source, renamed
-    ``_tinylm_probe``).  ``steps`` are ``(source, role, expected stdout)``: the answer cell
-    as the exercise edition has it, then every code cell up to the exercise's last check.  The
-    child process has a copy of everything the lab computed so far, runs the steps with its
-    output captured and sent nowhere, reports through a pipe which checks passed (ran without
-    error and printed what the worked lab prints), and exits; the kernel itself is untouched.
-    """
-    import io
-    import json
-    import os
-    import select
-    import signal
-    import sys
 
-    from IPython import get_ipython
+def _recorded_seconds(cell) -> float | None:
+    """How long the worked lab's cell ran when it was last executed (nbclient's timestamps)."""
+    from datetime import datetime
 
-    shell = get_ipython()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the copy: nothing it does reaches the notebook
-        os.close(read_end)
-        passed = []
-        try:
-            shell.display_pub.publish = lambda *args, **kwargs: None
-            sys.stderr = io.StringIO()
-            for source, role, expected in steps:
-                sys.stdout = out = io.StringIO()
-                try:
-                    exec(compile(shell.transform_cell(source), f"<{role} of {exercise_id}>", "exec"), shell.user_ns)
-                    ok = True
-                except BaseException:
-                    ok = False
-                if role == "check":
-                    passed.append(ok and out.getvalue() == expected)
-            os.write(write_end, json.dumps(passed).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    report = b""
+    timing = cell.get("metadata", {}).get("execution", {})
     try:
-        ready, _, _ = select.select([read_end], [], [], timeout)
-        report = os.read(read_end, 1 << 16) if ready else b""
-    finally:  # also when the cell is interrupted: no copy of the kernel is left behind
-        os.close(read_end)
-        if not report:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    if not report:
-        raise RuntimeError(f"exercise {exercise_id} could not be run without its answer: "
-                           + ("the forked kernel stopped" if ready else f"it took longer than {timeout:g} s"))
-    passing = [number for number, ok in enumerate(json.loads(report), start=1) if ok]
-    if passing:
-        raise AssertionError(f"check {', '.join(map(str, passing))} of exercise {exercise_id} "
-                             "passes without its answer")
+        start = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, (end - start).total_seconds())
 
 
 def _add_tag(cell, tag: str) -> None:
@@ -491,12 +490,6 @@ CAP_CELL = "\n".join([
     "del cap_output",
 ])
 
-PROBE_CELL = "\n".join([
-    "# Added by the grader (--verify): runs an exercise without its answer in a fork of the kernel.",
-    inspect.getsource(probe_without_answer).replace("def probe_without_answer(", "def _tinylm_probe(", 1),
-])
-
-
 # Running it ---------------------------------------------------------------------------
 
 @dataclass
@@ -528,7 +521,7 @@ def run_notebook(nb, workdir: Path, limits: Limits, figures: bool = False) -> di
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=workdir, env=_environment(figures), stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=_memory_limit(limits.memory_mb))
+                                   preexec_fn=_child_limits(limits.memory_mb))
         try:
             code = process.wait(timeout=limits.total_timeout)
         except subprocess.TimeoutExpired:
@@ -555,16 +548,20 @@ def _environment(figures: bool = False) -> dict[str, str]:
         env["TINYLM_ROOT"] = str(course_root())
     except FileNotFoundError:
         pass
+    here = str(Path(__file__).resolve().parent.parent)      # the kernel imports tinylm_course.isolation
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     return env
 
 
-def _memory_limit(memory_mb: int):
-    """A ``preexec_fn`` capping the address space of the child (inherited by the kernel)."""
+def _child_limits(memory_mb: int):
+    """A ``preexec_fn`` for pytest: cap its address space (the kernel inherits it) and have it
+    killed when the grader dies, however the grader is stopped (Linux)."""
     limit = int(memory_mb) * 2**20
 
-    def limit_memory():
+    def set_limits():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return limit_memory
+        die_with_parent()
+    return set_limits
 
 
 def read_junit(path: Path) -> dict[int, CellResult]:
@@ -593,46 +590,49 @@ def read_junit(path: Path) -> dict[int, CellResult]:
 
 def _judge_all(report: Report, exercises: list[Exercise], lab, notebook, cells: dict[int, CellResult],
                missing: set[str], limits: Limits) -> None:
-    """Fill in the report from the cell results (code cell 0 is the grader's cap cell)."""
-    cap = cells.get(0)
-    if cap is None or cap.outcome != "passed":
-        raise GradingError("the grader's first cell failed: " + _shorten(cap.message if cap else "it did not run"))
-    number, probes = _code_numbers(notebook)
+    """Fill in the report from the cell results (code cells 0 and 1 are the grader's own)."""
+    for n in (0, 1):
+        cell = cells.get(n)
+        if cell is None or cell.outcome != "passed":
+            raise GradingError(f"the grader's cell {n} failed: " + _shorten(cell.message if cell else "it did not run"))
+    number, runs, finishes = _code_numbers(notebook)
     for ex, result in zip(exercises, report.exercises):
-        roles = [("answer", ex.answer_cell)] + [("check", index) for index in ex.check_cells]
-        runs = [(role, cells.get(number[index]), _stdout(lab.cells[index])) for role, index in roles]
-        _judge(result, runs, ex.id in missing, limits)
-    owned = {number[index] for ex in exercises for index in (ex.answer_cell, *ex.check_cells)}
+        roles = [("answer", cells.get(runs[ex.id]), "")]
+        roles += [("check", cells.get(number[index]), _stdout(lab.cells[index])) for index in ex.check_cells]
+        _judge(result, roles, ex.id in missing, limits)
+    owned = {number[index] for ex in exercises for index in ex.check_cells} | set(runs.values())
     index_of = {n: index for index, n in number.items()}
     lab_number = {index: n for n, index in enumerate(
         (index for index, cell in enumerate(lab.cells) if cell.cell_type == "code"), start=1)}
     for n, cell in sorted(cells.items()):
-        if n == 0 or n in owned or cell.outcome == "passed":
+        if n in (0, 1) or n in owned or cell.outcome == "passed":
             continue
         expected = _stdout(lab.cells[index_of[n]]) if n in index_of else ""
         status, why = _cause(cell, expected, limits)
         if status == NOT_RUN:
             continue
-        if n in probes:
-            report.notes.append(f"{probes[n]} without its answer: {cell.error or why}")
+        if n in finishes:
+            report.notes.append(_shorten(cell.error or why).removeprefix("AssertionError: "))
         elif n in index_of:
             report.notes.append(f"code cell {lab_number[index_of[n]]} of the lab (not part of an exercise) {why}")
         else:
             report.notes.append(f"the grader's cell {n} {why}")
 
 
-def _code_numbers(notebook) -> tuple[dict[int, int], dict[int, str]]:
-    """From the grading notebook: each lab cell's index -> its code cell number there, and each
-    probe cell's number -> its exercise id."""
-    numbers, probes = {}, {}
+def _code_numbers(notebook) -> tuple[dict[int, int], dict[str, int], dict[int, str]]:
+    """From the grading notebook: each lab cell's index -> its code cell number there, each
+    exercise's run cell number, and each finish cell's number -> its exercise id."""
+    numbers, runs, finishes = {}, {}, {}
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     for n, cell in enumerate(code):
         role = cell.metadata.get(GRADER_KEY, {})
         if "lab_cell" in role:
             numbers[role["lab_cell"]] = n
-        elif "probe" in role:
-            probes[n] = role["probe"]
-    return numbers, probes
+        elif "run" in role:
+            runs[role["run"]] = n
+        elif "finish" in role:
+            finishes[n] = role["finish"]
+    return numbers, runs, finishes
 
 
 def _stdout(cell) -> str:
@@ -671,6 +671,8 @@ def _cause(cell: CellResult, expected: str, limits: Limits) -> tuple[str, str]:
                          "(the kernel was stopped)")
     if "Timeout of" in message:
         return TIMEOUT, f"timed out after {limits.cell_timeout:g} s"
+    if error.startswith(SUBMISSION_ERROR):
+        return _submission_cause(error.removeprefix(SUBMISSION_ERROR), limits)
     if "MemoryError" in error.split(":")[0] or "can't allocate memory" in error:  # Python and numpy; torch
         return MEMORY, f"hit the memory limit of {limits.memory_mb} MB ({_shorten(error, 120)})"
     if "Cell outputs differ" in message and cell.stdout is not None and cell.stdout != expected:
@@ -682,6 +684,25 @@ def _cause(cell: CellResult, expected: str, limits: Limits) -> tuple[str, str]:
     if error:
         return EXCEPTION, "raised " + _shorten(error)
     return EXCEPTION, "failed: " + _shorten(message)
+
+
+SUBMISSION_ERROR = "SubmissionError: "
+"""How an error of the answer process (:class:`tinylm_course.isolation.SubmissionError`) reaches a cell."""
+
+
+def _submission_cause(text: str, limits: Limits) -> tuple[str, str]:
+    """Status and words for what the answer process did, from the kernel's message: a verb phrase
+    from the run cell ("raised ...", "took longer ..."), a plain clause from a check."""
+    why = text if text.split(" ", 1)[0] in ("raised", "made", "took", "stopped") else "failed: " + text
+    if "took longer than" in text:
+        return TIMEOUT, why
+    if "stopped (it exited" in text or "stopped the process" in text:
+        return STOPPED, why
+    if "MemoryError" in text or "can't allocate memory" in text:
+        return MEMORY, f"hit the memory limit of {limits.memory_mb} MB ({_shorten(text, 120)})"
+    if re.search(r"raised NotImplementedError: Exercise \S+$", text):
+        return EXCEPTION, why.rsplit("NotImplementedError", 1)[0] + "NotImplementedError: not attempted yet"
+    return EXCEPTION, _shorten(why)
 
 
 def _quote(text: str) -> str:
@@ -706,9 +727,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def _stop_on_sigterm() -> None:
+    """A batch script's ``timeout`` sends SIGTERM: stop as on Ctrl-C, so that the grader kills its
+    processes on the way out (SIGKILL is covered by each child's parent-death signal)."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run(args) -> int:
     """Grade, print the report, write the JSON; exit code 0 if graded, 2 if not (with
     ``--verify``, 1 if the worked lab fell short: less than full marks, or any note)."""
+    _stop_on_sigterm()
     report = grade(args.submission, args.lab, cell_timeout=args.cell_timeout,
                    total_timeout=args.timeout, memory_mb=args.memory_mb, verify=args.verify)
     print(report.format())
