@@ -502,6 +502,116 @@ class TestTampering:
         assert "dW differs from torch.autograd" in reason(report, "ex1")
 
 
+class TestCallbacks:
+    """A check may pass its own function (a lambda, a model's method, numpy's) to the submission's:
+    the answer process gets a stand-in that asks the kernel to run it on plain data."""
+
+    ANSWER = "def apply_twice(f, x):\n    ### BEGIN SOLUTION\n    return f(f(x))\n    ### END SOLUTION"
+    CHECK = "assert apply_twice(lambda v: v * 3, 2) == 18\nassert apply_twice(np.sqrt, 16.0) == 2.0\nprint('twice')"
+
+    def lab(self, tmp_path):
+        lab = nbformat.read(FIXTURE, as_version=4)
+        lab.cells.append(new_code_cell(self.ANSWER, metadata={"tags": ["answer:ex4", "hide-input"], "tinylm": {
+            "wrong": [{"why": "applies it once", "code": "return f(x)"}]}}))
+        lab.cells.append(new_code_cell(self.CHECK, metadata={"tags": ["check:ex4"]}, execution_count=1,
+                                       outputs=[new_output("stream", name="stdout", text="twice\n")]))
+        path = tmp_path / "grading_lab.ipynb"
+        nbformat.write(lab, path)
+        return path
+
+    def graded_with(self, tmp_path, answer):
+        lab = self.lab(tmp_path)
+        nb = make_exercise(nbformat.read(lab, as_version=4))
+        for cell in nb.cells:
+            exercise_id = tagged_id(cell, ANSWER_TAG)
+            if exercise_id:
+                cell.source = dict(SOLUTIONS, ex4=answer)[exercise_id]
+        path = tmp_path / "submission.ipynb"
+        nbformat.write(nb, path)
+        return graded(path, lab)
+
+    def test_verify_passes_the_checks_functions_and_tries_the_wrong_answer(self, tmp_path):
+        lab = self.lab(tmp_path)
+        sub = tmp_path / "worked.ipynb"
+        sub.write_bytes(lab.read_bytes())
+        report = graded(sub, lab, verify=True)
+        assert (report.error, report.score, report.notes) == (None, 5, [])
+
+    def test_the_submissions_function_calls_the_checks_function_in_the_kernel(self, tmp_path):
+        report = self.graded_with(tmp_path, "def apply_twice(f, x):\n    for _ in range(2):\n        x = f(x)\n"
+                                            "    return x")
+        assert report.score == 5, report.format()
+
+    def test_a_wrong_answer_with_a_callback_fails(self, tmp_path):
+        report = self.graded_with(tmp_path, "def apply_twice(f, x):\n    return f(x)")
+        assert outcome(report)["ex4"] == (0, "exception")
+
+    def test_the_checks_function_accepts_only_plain_data(self, tmp_path):
+        answer = "def apply_twice(f, x):\n    return f(f(type('Sneaky', (), {})()))"
+        report = self.graded_with(tmp_path, answer)
+        assert outcome(report)["ex4"] == (0, "exception")
+        assert "apply_twice() raised" in reason(report, "ex4"), reason(report, "ex4")
+
+
+class TestTorchModules:
+    """A check may read a torch model the submission's code filled: it arrives as numbers, loaded
+    into a copy of the kernel's own model of the same class, so none of the submission's code
+    (nor its torch) runs in the check."""
+
+    SETUP = "import torch\n\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(2, 2)"
+    ANSWER = ("def fill(layer):\n    with torch.no_grad():\n        ### BEGIN SOLUTION\n"
+              "        layer.weight.fill_(1.0)\n        layer.bias.zero_()\n        ### END SOLUTION")
+    CHECK = ("assert torch.equal(model.weight, torch.ones(2, 2)) and torch.equal(model.bias, torch.zeros(2))\n"
+             "print('filled')")
+
+    def lab(self, tmp_path):
+        lab = nbformat.read(FIXTURE, as_version=4)
+        lab.cells.append(new_code_cell(self.SETUP))
+        lab.cells.append(new_code_cell(self.ANSWER, metadata={"tags": ["answer:ex4", "hide-input"], "tinylm": {
+            "wrong": [{"why": "forgets the bias", "code": "layer.weight.fill_(1.0)"}]}}))
+        lab.cells.append(new_code_cell("fill(model)"))
+        lab.cells.append(new_code_cell(self.CHECK, metadata={"tags": ["check:ex4"]}, execution_count=1,
+                                       outputs=[new_output("stream", name="stdout", text="filled\n")]))
+        path = tmp_path / "grading_lab.ipynb"
+        nbformat.write(lab, path)
+        return path
+
+    def graded_with(self, tmp_path, answer):
+        lab = self.lab(tmp_path)
+        nb = make_exercise(nbformat.read(lab, as_version=4))
+        for cell in nb.cells:
+            exercise_id = tagged_id(cell, ANSWER_TAG)
+            if exercise_id:
+                cell.source = dict(SOLUTIONS, ex4=answer)[exercise_id]
+        path = tmp_path / "submission.ipynb"
+        nbformat.write(nb, path)
+        return graded(path, lab, cell_timeout=30)
+
+    def test_verify_reads_the_model_of_each_variant(self, tmp_path):
+        lab = self.lab(tmp_path)
+        sub = tmp_path / "worked.ipynb"
+        sub.write_bytes(lab.read_bytes())
+        report = graded(sub, lab, verify=True, cell_timeout=30)
+        assert (report.error, report.score, report.notes) == (None, 5, [])
+
+    def test_a_model_filled_another_way_passes(self, tmp_path):
+        answer = "def fill(layer):\n    layer.load_state_dict({'weight': torch.ones(2, 2), 'bias': torch.zeros(2)})"
+        assert self.graded_with(tmp_path, answer).score == 5
+
+    def test_a_wrong_model_fails_even_with_torch_patched(self, tmp_path):
+        answer = ("torch.equal = lambda *args: True\ntorch.Tensor.__eq__ = lambda *args: True\n"
+                  "def fill(layer):\n    with torch.no_grad():\n        layer.weight.fill_(1.0)")
+        report = self.graded_with(tmp_path, answer)
+        assert outcome(report)["ex4"] == (0, "exception")
+
+    def test_a_model_of_another_class_is_refused(self, tmp_path):
+        answer = "def fill(layer):\n    global model\n    model = torch.nn.Identity()"
+        report = self.graded_with(tmp_path, answer)
+        assert outcome(report)["ex4"] == (0, "exception")
+        assert "is a torch.nn.modules.linear.Identity where the lab has a torch.nn.modules.linear.Linear" in reason(
+            report, "ex4"), reason(report, "ex4")
+
+
 class TestLimits:
     """An answer's time budget comes from the worked lab; the grader's processes end with it."""
 

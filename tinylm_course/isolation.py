@@ -10,7 +10,11 @@ thrown away.  The kernel itself goes on with the worked answer.  At each check:
   decoder, which makes nothing else: no object of the submission's classes, no code;
 - a function of the submission that the check calls is a :class:`Remote`: calling it sends the
   arguments (plain data) to the answer process, which runs the function there and sends back the
-  result (plain data);
+  result (plain data); a function of the check's passed to it runs in the kernel when called
+  (a :class:`Callback`);
+- a torch module (a model the submission filled or trained) arrives as its numbers: the kernel
+  copies its own module of the same class and loads the submission's parameters and buffers into
+  it;
 - everything else the check uses (numpy, torch, the lab's models, the course's own functions) is
   the kernel's own.
 
@@ -63,8 +67,11 @@ CONTAINERS = {"Counter": Counter, "OrderedDict": OrderedDict, "defaultdict": dic
 """Mapping types kept by name (a defaultdict arrives as a dict: its factory is code)."""
 
 
-def _plain(value, arrays: list, depth: int = 0):
-    """``value`` as a JSON-able node, its arrays appended to ``arrays``; or :class:`NotPlainData`."""
+def _plain(value, arrays: list, depth: int = 0, callables: list | None = None):
+    """``value`` as a JSON-able node, its arrays appended to ``arrays``; or :class:`NotPlainData`.
+    With a list ``callables``, a function is appended to it and sent as a *callback*: the other
+    side gets a stand-in that asks this side to run it (a check passing its own function, such as
+    a model's ``word_logp``, to the submission's)."""
     if depth > MAX_DEPTH:
         raise NotPlainData("data nested more than 64 levels deep")
     if value is None or type(value) in (bool, str):
@@ -100,19 +107,23 @@ def _plain(value, arrays: list, depth: int = 0):
         return {"range": [value.start, value.stop, value.step]}
     if isinstance(value, (list, tuple, set, frozenset)):
         kind = next(k for k in (list, tuple, set, frozenset) if isinstance(value, k)).__name__
-        return {kind: [_plain(v, arrays, depth + 1) for v in value]}
+        return {kind: [_plain(v, arrays, depth + 1, callables) for v in value]}
     if isinstance(value, dict):
         kind = next((name for name, cls in CONTAINERS.items() if type(value) is cls or
                      (name == "defaultdict" and isinstance(value, defaultdict))), "dict")
-        return {"dict": [[_plain(k, arrays, depth + 1), _plain(v, arrays, depth + 1)] for k, v in value.items()],
-                "as": kind}
+        return {"dict": [[_plain(k, arrays, depth + 1, callables), _plain(v, arrays, depth + 1, callables)]
+                         for k, v in value.items()], "as": kind}
+    if callables is not None and callable(value) and not isinstance(value, type):
+        callables.append(value)
+        return {"callback": len(callables) - 1}
     raise NotPlainData(f"a {type(value).__module__}.{type(value).__qualname__}")
 
 
-def encode(value) -> bytes:
-    """``value`` as bytes: a JSON description and numpy's own format for arrays (no pickle)."""
+def encode(value, callables: list | None = None) -> bytes:
+    """``value`` as bytes: a JSON description and numpy's own format for arrays (no pickle).
+    Functions in it are refused, or appended to ``callables`` and sent as callbacks."""
     arrays: list = []
-    node = json.dumps(_plain(value, arrays)).encode()
+    node = json.dumps(_plain(value, arrays, 0, callables)).encode()
     parts = [FRAME.pack(len(node)), node, FRAME.pack(len(arrays))]
     for array in arrays:
         buffer = io.BytesIO()
@@ -122,9 +133,11 @@ def encode(value) -> bytes:
     return b"".join(parts)
 
 
-def decode(data: bytes):
+def decode(data: bytes, callback=None):
     """The value :func:`encode` wrote; anything else raises ``ValueError``.  Builds only plain
-    data: numpy's loader refuses pickled objects, and the description names no class."""
+    data: numpy's loader refuses pickled objects, and the description names no class.  A
+    callback ``i`` becomes ``callback(i)``, a stand-in made by the receiving side (refused when
+    ``callback`` is None)."""
     view = memoryview(data)
 
     def take(n):
@@ -139,10 +152,10 @@ def decode(data: bytes):
               for _ in range(FRAME.unpack(take(FRAME.size))[0])]
     if len(view):
         raise ValueError("unexpected bytes after the data")
-    return _build(node, arrays)
+    return _build(node, arrays, callback)
 
 
-def _build(node, arrays: list):
+def _build(node, arrays: list, callback=None):
     if not isinstance(node, dict) or not node:
         raise ValueError("not a data description")
     kind, value = next(iter(node.items()))
@@ -170,11 +183,13 @@ def _build(node, arrays: list):
     if kind == "range":
         return range(*[int(v) for v in value])
     if kind in ("list", "tuple", "set", "frozenset"):
-        items = [_build(v, arrays) for v in value]
+        items = [_build(v, arrays, callback) for v in value]
         return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[kind](items)
     if kind == "dict":
         mapping = CONTAINERS.get(node.get("as"), dict)
-        return mapping((_build(k, arrays), _build(v, arrays)) for k, v in value)
+        return mapping((_build(k, arrays, callback), _build(v, arrays, callback)) for k, v in value)
+    if kind == "callback" and callback is not None:
+        return callback(int(value))
     raise ValueError(f"unknown kind of data {kind!r}")
 
 
@@ -287,12 +302,15 @@ def _answer_process(shell, steps: list, answer: str, exercise: str, to_kernel: i
 
 def _snapshot(namespace: dict, name: str, functions: dict, key: int) -> tuple[str, bytes]:
     """How one name looks at a check: ("data", bytes), ("callable", b""), ("module", b""),
-    ("unreadable: <type>", b"") or ("undefined", b"")."""
+    ("torch-module <class> <digest>", b""), ("unreadable: <type>", b"") or ("undefined", b"")."""
     if name not in namespace:
         return "undefined", b""
     value = namespace[name]
     if isinstance(value, type(sys)):
         return "module", b""
+    if _is_torch_module(value):
+        functions[(key, name)] = value
+        return f"torch-module {_class_name(value)} {state_digest(value)}", b""
     if callable(value) and not isinstance(value, (np.ndarray, np.generic)) and not _is_tensor(value):
         functions[(key, name)] = value
         return "callable", b""
@@ -300,6 +318,30 @@ def _snapshot(namespace: dict, name: str, functions: dict, key: int) -> tuple[st
         return "data", encode(value)
     except Exception as exc:
         return f"unreadable: {exc}", b""
+
+
+def _is_torch_module(value) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def _class_name(value) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def state_digest(module) -> str:
+    """A fingerprint of a torch module's numbers: the names, dtypes, shapes and bytes of its
+    parameters and buffers."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        flat = tensor.detach().cpu().contiguous().view(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
 
 
 def _is_tensor(value) -> bool:
@@ -313,18 +355,51 @@ def _serve(functions: dict, to_kernel: int, from_kernel: int) -> None:
         received = _receive(from_kernel, None)
         if received is None or "exit" in received[0]:
             return
-        header, blob = received
+        _send(to_kernel, _run_call(functions, received, to_kernel, from_kernel))
+
+
+def _run_call(functions: dict, received, to_kernel: int, from_kernel: int) -> bytes:
+    """The reply to the kernel's request to run one of the submission's functions, or to send the
+    numbers of one of its torch modules."""
+    header, blob = received
+    if "state" in header:
         try:
-            args, kwargs = decode(blob)
-            result = functions[(header["check"], header["name"])](*args, **kwargs)
+            state = functions[(header["check"], header["state"])].state_dict()
+            return _message({"ok": True}, encode(dict(state)))
         except BaseException as exc:
-            reply = _message({"ok": False, "message": f"raised {_describe(exc)}"})
-        else:
-            try:
-                reply = _message({"ok": True}, encode(result))
-            except BaseException as exc:
-                reply = _message({"ok": False, "message": f"returned {exc}, {UNREADABLE}"})
-        _send(to_kernel, reply)
+            return _message({"ok": False, "message": f"its numbers could not be sent ({_describe(exc)})"})
+    try:
+        args, kwargs = decode(blob, lambda i: Callback(i, functions, to_kernel, from_kernel))
+        result = functions[(header["check"], header["name"])](*args, **kwargs)
+    except BaseException as exc:
+        return _message({"ok": False, "message": f"raised {_describe(exc)}"})
+    try:
+        return _message({"ok": True}, encode(result))
+    except BaseException as exc:
+        return _message({"ok": False, "message": f"returned {exc}, {UNREADABLE}"})
+
+
+class Callback:
+    """In the answer process, a function of the check's, passed to one of the submission's:
+    calling it asks the kernel to run it on plain data (the kernel's code, the kernel's objects)."""
+
+    def __init__(self, index: int, functions: dict, to_kernel: int, from_kernel: int):
+        self.index, self.functions, self.to_kernel, self.from_kernel = index, functions, to_kernel, from_kernel
+
+    def __call__(self, *args, **kwargs):
+        _send(self.to_kernel, _message({"callback": self.index}, encode([list(args), dict(kwargs)])))
+        while True:
+            received = _receive(self.from_kernel, None)
+            if received is None or "exit" in received[0]:
+                os._exit(0)
+            if "callback_reply" in received[0]:
+                break
+            # the callback called one of the submission's functions in turn
+            _send(self.to_kernel, _run_call(self.functions, received, self.to_kernel, self.from_kernel))
+        header, blob = received
+        if not header.get("ok"):
+            raise RuntimeError(header.get("message", "the check's function failed"))
+        return decode(blob)
 
 
 # --------------------------------------------------------------------------- the kernel side
@@ -371,13 +446,18 @@ class AnswerProcess:
     def call(self, key: int, name: str, args: tuple, kwargs: dict):
         if self.failure:
             raise SubmissionError(f"{name}() cannot run: the process running the answer {self.failure}")
+        callbacks: list = []
         try:
-            request = encode([list(args), dict(kwargs)])
+            request = encode([list(args), dict(kwargs)], callbacks)
         except NotPlainData as exc:
             raise SubmissionError(f"{name}() was called with {exc}, which the grader cannot pass on") from None
+        deadline = time.monotonic() + self.budget
         try:
             _send(self.writer, _message({"check": key, "name": name}, request))
-            received = _receive(self.reader, time.monotonic() + self.budget)
+            received = _receive(self.reader, deadline)
+            while received is not None and "callback" in received[0]:
+                _send(self.writer, _run_callback(callbacks, received))
+                received = _receive(self.reader, deadline)
         except TimeoutError:
             self.failure = f"took longer than {self.budget:.0f} s in {name}()"
             self.kill()
@@ -394,6 +474,33 @@ class AnswerProcess:
             return decode(blob)
         except (ValueError, KeyError, TypeError) as exc:
             raise SubmissionError(f"{name}() returned something that is not plain data ({_describe(exc)})") from None
+
+    def state(self, key: int, name: str) -> dict:
+        """The parameters and buffers of the submission's torch module ``name``, as tensors."""
+        if self.failure:
+            raise SubmissionError(f"`{name}` cannot be read: the process running the answer {self.failure}")
+        try:
+            _send(self.writer, _message({"check": key, "state": name}))
+            received = _receive(self.reader, time.monotonic() + self.budget)
+        except TimeoutError:
+            self.failure = f"took longer than {self.budget:.0f} s to send `{name}`"
+            self.kill()
+            raise SubmissionError(self.failure) from None
+        except OSError:
+            received = None
+        if received is None:
+            self.failure = "stopped (it exited, or was killed)"
+            raise SubmissionError(f"`{name}` cannot be read: the process running the answer {self.failure}")
+        header, blob = received
+        if not header.get("ok"):
+            raise SubmissionError(f"`{name}`: {header.get('message', 'failed')}")
+        try:
+            state = decode(blob)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SubmissionError(f"`{name}` sent something that is not plain data ({_describe(exc)})") from None
+        if not isinstance(state, dict):
+            raise SubmissionError(f"`{name}` sent no parameters")
+        return state
 
     def kill(self) -> None:
         for kill in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
@@ -429,6 +536,23 @@ class AnswerProcess:
                 pass
 
 
+def _run_callback(callbacks: list, received) -> bytes:
+    """The kernel's reply to the answer process asking it to run one of the check's functions
+    (on plain data; the result goes back as plain data)."""
+    header, blob = received
+    try:
+        args, kwargs = decode(blob)
+        result = callbacks[int(header["callback"])](*args, **kwargs)
+    except SubmissionError as exc:
+        return _message({"callback_reply": True, "ok": False, "message": str(exc)})
+    except Exception as exc:
+        return _message({"callback_reply": True, "ok": False, "message": f"the check's function raised {_describe(exc)}"})
+    try:
+        return _message({"callback_reply": True, "ok": True}, encode(result))
+    except NotPlainData as exc:
+        return _message({"callback_reply": True, "ok": False, "message": f"the check's function returned {exc}"})
+
+
 class Remote:
     """A function of the submission, seen from the kernel: calling it runs it in the answer process."""
 
@@ -450,8 +574,9 @@ class Crossing:
         self._function, self.__name__ = function, name
 
     def __call__(self, *args, **kwargs):
+        callbacks: list = []
         try:
-            args, kwargs = decode(encode([list(args), dict(kwargs)]))
+            args, kwargs = decode(encode([list(args), dict(kwargs)], callbacks), callbacks.__getitem__)
         except NotPlainData as exc:
             raise SubmissionError(f"{self.__name__}() was called with {exc}, which the grader cannot pass on") from None
         result = self._function(*args, **kwargs)
@@ -520,6 +645,13 @@ def _swap_in(shell, record: dict, key: int, values: dict, process: AnswerProcess
         tainted = name in record["tainted"]
         if kind == "module" or (kind == "callable" and not tainted):
             continue
+        if kind.startswith("torch-module "):
+            own = namespace.get(name)
+            module = _torch_module(name, kind, own, process, key)
+            if module is not own:
+                saved[name] = own
+                namespace[name] = module
+            continue
         if kind.startswith("unreadable"):
             if not tainted:
                 continue
@@ -532,6 +664,28 @@ def _swap_in(shell, record: dict, key: int, values: dict, process: AnswerProcess
         else:
             namespace[name] = decode(blob)
     return {name: value for name, value in saved.items()} | {"__missing__": missing}
+
+
+def _torch_module(name: str, kind: str, own, process: AnswerProcess | None, key: int):
+    """The submission's torch module ``name`` rebuilt in the kernel: the kernel's own module of
+    the same class, copied, with the submission's parameters and buffers loaded into it (so no
+    code of the submission's runs); the kernel's own module itself when the numbers are equal."""
+    import copy
+
+    _, class_name, digest = kind.split(" ")
+    if not _is_torch_module(own) or _class_name(own) != class_name:
+        raise SubmissionError(f"`{name}` is a {class_name} where the lab has "
+                              f"{'nothing' if own is None else 'a ' + _class_name(own)}")
+    if digest == state_digest(own) or process is None:
+        return own
+    state = process.state(key, name)
+    module = copy.deepcopy(own)
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise SubmissionError(f"`{name}`'s parameters do not fit the lab's {class_name} "
+                              f"({_describe(exc).splitlines()[0]})") from None
+    return module
 
 
 def _restore(shell, saved: dict) -> None:
