@@ -12,6 +12,20 @@ def test_bits_and_perplexity():
     assert metrics.bits_per_char(log2p, n_chars=6) == pytest.approx(1.0)
 
 
+def test_scored_chars_are_those_of_every_token_but_the_first():
+    chars = CharTokenizer.from_texts(["hello world"])
+    assert metrics.scored_chars(chars, chars.encode("hello")) == 4
+    from tinylm.tokenizers import BPETokenizer
+
+    bpe = BPETokenizer.train("hello hello hello world", 3)
+    ids = bpe.encode("hello world")
+    first = bpe.decode(ids[:1])
+    assert len(first) > 1, "the example needs a first token of several characters"
+    assert metrics.scored_chars(bpe, ids) == len("hello world") - len(first)
+    with pytest.raises(ValueError, match="fewer than two tokens"):
+        metrics.scored_chars(chars, chars.encode("h"))
+
+
 def test_compressor_is_conditioned_on_training_text():
     rng = np.random.default_rng(0)
     train = "".join(rng.choice(list("abcdefgh"), size=20_000))

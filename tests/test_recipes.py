@@ -18,7 +18,7 @@ from tinylm.evaluation import ladder, metrics
 from tinylm.models import NGramModel
 from tinylm.paths import course_root
 from tinylm.training import loop
-from tinylm.training.recipes import RECIPES, LanguageModelRecipe, NGramRecipe
+from tinylm.training.recipes import CHOICES, RECIPES, LanguageModelRecipe, NGramRecipe
 
 ROOT = course_root(Path(__file__).parent)
 COMMITTED = sorted(p.name for p in (ROOT / "checkpoints").iterdir() if (p / FILES["config"]).is_file())
@@ -61,10 +61,9 @@ def test_a_trial_run_writes_a_checkpoint_that_loads_and_repeats(name, tmp_path):
     assert model.config == recipe.build(len(tok)).config
     assert tok.to_dict() == recipe.tokenizer().to_dict()
     assert on_disk["recipe"] == json.loads(json.dumps(recipe.to_dict()))
-    text = data.corpus(recipe.corpus).valid[:500]
-    lp = tinylm.score(model, tok.encode(text), context=16)
-    # per predicted character for characters, per character of the text for subwords (the ladder's measure)
-    bpc = metrics.bits_per_char(lp, None if recipe.tokens == "char" else len(text))
+    ids = tok.encode(data.corpus(recipe.corpus).valid[:500])
+    # the ladder's measure: bits per character predicted (all but the first token's)
+    bpc = metrics.bits_per_char(tinylm.score(model, ids, context=16), metrics.scored_chars(tok, ids))
     assert bpc == pytest.approx(log["history"]["best_valid"], abs=1e-6)
     assert log["history"]["steps_done"] == 4 and log["history"]["step"] == [2, 4]
     assert log["stop_after"] is None and log["train_cpu_seconds"] >= 0 and log["peak_mb"] > 0
@@ -129,15 +128,14 @@ def rung(name):
     return next(r for r in ladder.load() if r.name == name)
 
 
-@pytest.mark.parametrize("name, rung_name, per_char", [("kn7", "kneser-ney 7-gram", False),
-                                                       ("kn5-bpe512", "kneser-ney 5-gram, BPE 512", True)])
-def test_loading_an_ngram_by_name_counts_the_ladders_rung(name, rung_name, per_char):
+@pytest.mark.parametrize("name, rung_name", [("kn7", "kneser-ney 7-gram"), ("kn5-bpe512", "kneser-ney 5-gram, BPE 512")])
+def test_loading_an_ngram_by_name_counts_the_ladders_rung(name, rung_name):
     model, tok, log = tinylm.load(name)
     assert log["counted_when_loaded"] is True and log["name"] == name
     on_ladder = rung(rung_name)
     assert model.num_parameters() == log["parameters"] == on_ladder.parameters
-    test = data.shakespeare().test
-    bpc = metrics.bits_per_char(tinylm.score(model, tok.encode(test)), len(test) if per_char else None)
+    ids = tok.encode(data.shakespeare().test)
+    bpc = metrics.bits_per_char(tinylm.score(model, ids), metrics.scored_chars(tok, ids))
     assert bpc == pytest.approx(on_ladder.test_bpc, abs=6e-5)
 
 
@@ -268,9 +266,32 @@ def test_the_committed_mlp_reproduces_its_logged_validation_score():
 
 @pytest.mark.parametrize("name", ["mlp", "gpt"])
 def test_the_recipes_objective_reproduces_the_committed_log(name):
-    """A character model's validation is bits per predicted character; a subword model's, bits
-    per character of the text (the ladder's measure): as the committed runs logged them."""
+    """Validation is bits per character predicted, for characters and subwords alike (the ladder's
+    measure): as the committed runs logged them (the GPT's log rescaled to it, see its "rescaled")."""
     model, tok, log = tinylm.load(name)
     objective = RECIPES[name].objective(tok)
     objective.start(model, RECIPES[name].train)
     assert objective.evaluate(model)["bpc"] == pytest.approx(log["history"]["best_valid"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- how recipes were chosen
+
+def test_every_recipe_says_how_it_was_chosen():
+    assert set(CHOICES) == set(RECIPES)
+    assert all(choice.how.strip() for choice in CHOICES.values())
+
+
+@pytest.mark.parametrize("name", sorted(name for name, choice in CHOICES.items() if choice.alternatives))
+def test_the_chosen_recipe_has_the_best_validation_score_of_its_alternatives(name):
+    """The alternatives' logs (``train NAME --alternatives``) are committed, were made by the
+    alternatives as written, and none beats the chosen recipe on validation."""
+    chosen = json.loads((ROOT / "checkpoints" / name / FILES["log"]).read_text())
+    for alternative in CHOICES[name].alternatives:
+        path = ROOT / "results" / "selection" / f"{alternative.name}.json"
+        assert path.is_file(), f"run: python -m tinylm train {name} --alternatives"
+        log = json.loads(path.read_text())
+        assert log["recipe"] == json.loads(json.dumps(alternative.to_dict())), "the alternative changed since its run"
+        assert log["stop_after"] is None and log["history"]["steps_done"] == alternative.steps()
+        assert log["history"]["monitor"] == chosen["history"]["monitor"] == "bpc"
+        assert chosen["history"]["best_valid"] <= log["history"]["best_valid"], (
+            f"{alternative.name} is better on validation than the recipe chosen")

@@ -4,6 +4,8 @@ Commands
   recipes                               list the long runs, one line each
   train NAME [--stop-after N] [--out-dir DIR]
                                         make a recipe's model; writes DIR/NAME/ (default: checkpoints/NAME/)
+  train NAME --alternatives             run the recipes NAME was chosen over (validation only); writes
+                                        their logs to results/selection/
   speed [NAME] [--write]                time a GPT recipe's training step against other GPTs, and the KV cache
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
@@ -29,8 +31,19 @@ def train_command(args) -> int:
     recipe = RECIPES.get(args.name)
     if recipe is None:
         raise ValueError(f"no recipe {args.name!r}; choose one of {sorted(RECIPES)} (python -m tinylm recipes)")
-    from .paths import checkpoints_dir
+    from .paths import checkpoints_dir, results_dir
 
+    if args.alternatives:
+        from .training.recipes import CHOICES, run_alternatives
+
+        if not CHOICES[args.name].alternatives:
+            raise ValueError(f"{args.name} has no alternatives to run")
+        out_dir = Path(args.out_dir) if args.out_dir else results_dir() / "selection"
+        for log in run_alternatives(args.name, out_dir):
+            history = log["history"]
+            print(f"{log['name']}: best validation {history['monitor']} {history['best_valid']:.4f} at step "
+                  f"{history['best_step']:,}, {log['train_cpu_seconds']:.0f} CPU-s; wrote {out_dir / log['name']}.json")
+        return 0
     out_dir = Path(args.out_dir) if args.out_dir else checkpoints_dir()
     log = recipe.run(out_dir, stop_after=args.stop_after)
     history = log.get("history")
@@ -66,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--stop-after", type=int, metavar="N",
                          help="run only the first N steps of the recipe's schedule (a trial; marked in the log)")
     trainer.add_argument("--out-dir", metavar="DIR", help="where to write NAME/ (default: <course root>/checkpoints)")
+    trainer.add_argument("--alternatives", action="store_true",
+                         help="instead, run the recipes it was chosen over, on validation only, and write their "
+                              "logs to results/selection/ (or DIR)")
     trainer.set_defaults(run=train_command)
     speed = sub.add_parser("speed", help="time a GPT's training step and generation")
     speed.add_argument("name", nargs="?", default="gpt", help="the GPT recipe whose shape to time (default gpt)")

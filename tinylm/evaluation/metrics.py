@@ -29,16 +29,28 @@ COMPRESSORS = {
 
 
 def bits_per_char(log2probs: np.ndarray, n_chars: int | None = None) -> float:
-    """Total -log2 probability divided by the number of characters.
+    """The course's one convention: the sum of -log2 P over the predictions made, divided by the
+    number of characters those predictions spell.
 
-    For a character model ``n_chars`` is the number of predictions; for a model over
-    words or subwords pass the text's character count, so different tokenisations compare.
+    :func:`tinylm.score` predicts every token but the first (it has no context).  For a
+    character model that is one character per prediction, the default; for a model over words or
+    subwords pass ``n_chars = scored_chars(tokenizer, ids)``, the characters of every token but
+    the first, so that different tokenisations compare.
     """
     log2probs = np.asarray(log2probs, dtype=np.float64)
     n = len(log2probs) if n_chars is None else n_chars
     if n <= 0:
         raise ValueError("bits per character needs at least one character")
     return float(-log2probs.sum() / n)
+
+
+def scored_chars(tokenizer, ids) -> int:
+    """The number of characters that the scored tokens of ``ids`` spell: those of the whole text
+    but the first token's, which :func:`tinylm.score` does not predict.  For characters, len - 1."""
+    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    if len(ids) < 2:
+        raise ValueError("a text of fewer than two tokens has no scored characters")
+    return len(tokenizer.decode(ids)) - len(tokenizer.decode(ids[:1]))
 
 
 def perplexity(log2probs: np.ndarray) -> float:

@@ -10,8 +10,10 @@ windows of ``context + 1`` tokens cut at random places; a *stateful* one (an RNN
 chunks: backpropagation through time is truncated at the chunk boundary, but the model still sees
 a long past.
 
-For subword tokens, give the number of characters the ids spell (``train_chars``,
-``valid_chars``) and the losses are in bits per character; otherwise they are per token.
+For subword tokens, give the number of characters the training ids spell (``train_chars``) and
+the number the scored validation ids spell (``valid_chars``, all but the first token's:
+:func:`tinylm.evaluation.metrics.scored_chars`), and the losses are in bits per character;
+otherwise they are per token.
 """
 
 from __future__ import annotations
