@@ -64,6 +64,25 @@ def test_nested_and_several_regions():
                                            '        raise NotImplementedError("Exercise e")')
 
 
+def test_a_wrong_answer_may_give_one_piece_of_code_per_region():
+    source = ("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n\n"
+              "def g(x):\n    ### BEGIN SOLUTION\n    return -x\n    ### END SOLUTION")
+    assert strip_solution(source, "e", ["return 1", "return 2"]) == \
+        "def f(x):\n    return 1\n\ndef g(x):\n    return 2"
+    assert strip_solution(source, "e", "return 0") == "def f(x):\n    return 0\n\ndef g(x):\n    return 0"
+    with pytest.raises(ExerciseError, match="3 pieces of code for 2 solution regions"):
+        strip_solution(source, "e", ["return 1", "return 2", "return 3"])
+
+
+def test_wrong_answers_with_too_few_pieces_of_code_are_refused_when_the_lab_is_read():
+    source = "### BEGIN SOLUTION\na = 1\n### END SOLUTION\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION"
+    nb = new_notebook(cells=[answer(source, wrong=[{"why": "one piece only", "code": ["a = 0"]}]), check("assert a")])
+    with pytest.raises(ExerciseError, match="1 pieces of code for 2 solution regions"):
+        list_exercises(nb)
+    nb.cells[0].metadata["tinylm"]["wrong"][0]["code"] = ["a = 0", "b = 0"]
+    assert list_exercises(nb)[0].wrong == (("one piece only", ("a = 0", "b = 0")),)
+
+
 @pytest.mark.parametrize("source, words", [
     ("x = 1", "no ### BEGIN SOLUTION"),
     ("### BEGIN SOLUTION\nx = 1", "without ### END"),

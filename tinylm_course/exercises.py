@@ -9,7 +9,8 @@ A worked lab holds its exercises' solutions (see CONTRIBUTING.md).  An exercise 
 
 and one or more **check cells** tagged ``check:ID``.  The answer cell's metadata may list
 **wrong answers** (``"tinylm": {"wrong": [{"why": "...", "code": "..."}]}``): plausible mistakes,
-each replacing the solution region as the stub does, which ``grade --verify`` runs to show that
+each replacing the solution regions as the stub does (``"code"`` may be a list, one piece of code
+per region, for a cell with several), which ``grade --verify`` runs to show that
 the checks catch them.  The exercise edition is the same
 notebook with every solution region replaced by ``raise NotImplementedError("Exercise ID")``
 (indented like the markers) and with the outputs of answer and check cells cleared, so
@@ -50,7 +51,7 @@ class Exercise:
     points: float
     answer_cell: int
     check_cells: tuple[int, ...]
-    wrong: tuple[tuple[str, str], ...] = ()     # (why, code) of each wrong answer
+    wrong: tuple = ()     # (why, code) of each wrong answer; code: a string, or a tuple with one per region
 
 
 def tagged_id(cell, prefix: str) -> str | None:
@@ -67,12 +68,19 @@ def stub(exercise_id: str) -> str:
     return f'raise NotImplementedError("Exercise {exercise_id}")'
 
 
-def strip_solution(source: str, exercise_id: str, replacement: str | None = None) -> str:
+def strip_solution(source: str, exercise_id: str, replacement: str | list[str] | None = None) -> str:
     """Replace each ``BEGIN``/``END SOLUTION`` region of ``source`` by the stub line (or by the
-    lines of ``replacement``, indented like the markers).
+    lines of ``replacement``, indented like the markers; a list gives one replacement per region,
+    in order).
 
-    Raises ExerciseError when the markers are unbalanced or absent.
+    Raises ExerciseError when the markers are unbalanced or absent, or a list of replacements
+    does not have one per region.
     """
+    if isinstance(replacement, list):
+        count = sum(line.strip() == BEGIN for line in source.split("\n"))
+        if len(replacement) != count or not all(isinstance(r, str) for r in replacement):
+            raise ExerciseError(f"exercise {exercise_id}: a wrong answer gives {len(replacement)} pieces of code "
+                                f"for {count} solution regions")
     out: list[str] = []
     indent = None  # the BEGIN marker's indentation while inside a region
     regions = 0
@@ -85,7 +93,11 @@ def strip_solution(source: str, exercise_id: str, replacement: str | None = None
         elif marker == END:
             if indent is None:
                 raise ExerciseError(f"exercise {exercise_id}: line {number}: {END} without {BEGIN}")
-            lines = [stub(exercise_id)] if replacement is None else replacement.split("\n")
+            if replacement is None:
+                lines = [stub(exercise_id)]
+            else:
+                code = replacement[regions] if isinstance(replacement, list) else replacement
+                lines = code.split("\n")
             out.extend(indent + line if line.strip() else "" for line in lines)
             indent = None
             regions += 1
@@ -143,17 +155,24 @@ def _exercise(cell, exercise_id: str, index: int, check_cells: list[int]) -> Exe
     meta = cell.metadata.get("tinylm", {})
     wrong = meta.get("wrong", [])
     if not isinstance(wrong, list) or not all(isinstance(w, dict) and isinstance(w.get("why"), str) and w["why"]
-                                              and isinstance(w.get("code"), str) for w in wrong):
+                                              and (isinstance(w.get("code"), str) or
+                                                   isinstance(w.get("code"), list) and w["code"] and
+                                                   all(isinstance(c, str) for c in w["code"]))
+                                              for w in wrong):
         raise ExerciseError(f"exercise {exercise_id}: metadata tinylm.wrong must be a list of "
-                            '{"why": "...", "code": "..."}')
+                            '{"why": "...", "code": "..."} (or "code": ["...", ...], one per solution region)')
+    for w in wrong:
+        strip_solution(cell.source, exercise_id, w["code"])      # one piece of code per region, or raise
     return Exercise(id=exercise_id, title=str(meta.get("title", exercise_id)),
-                    points=float(meta.get("points", 1)), answer_cell=index,
-                    check_cells=tuple(check_cells), wrong=tuple((w["why"], w["code"]) for w in wrong))
+                    points=float(meta.get("points", 1)), answer_cell=index, check_cells=tuple(check_cells),
+                    wrong=tuple((w["why"], w["code"] if isinstance(w["code"], str) else tuple(w["code"]))
+                                for w in wrong))
 
 
-def wrong_answer(cell, exercise: Exercise, code: str) -> str:
-    """The answer cell with its solution replaced by a wrong answer's ``code``."""
-    return strip_solution(cell.source, exercise.id, code)
+def wrong_answer(cell, exercise: Exercise, code: str | tuple[str, ...]) -> str:
+    """The answer cell with its solution replaced by a wrong answer's ``code`` (one string for
+    every region, or one per region)."""
+    return strip_solution(cell.source, exercise.id, code if isinstance(code, str) else list(code))
 
 
 def _clear_outputs(cell) -> None:
