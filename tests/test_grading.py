@@ -116,6 +116,31 @@ class TestFixtureLab:
         assert (report.lab, report.score) == ("grading_lab", 4)
 
 
+class TestPrivateChecks:
+    """README: a teacher adds check cells to a private copy of the worked lab and grades with
+    ``--lab``; an answer that passes the public checks but not the private ones loses the points."""
+
+    MEAN_OF_TWO = "def mean(xs):\n    return (xs[0] + xs[-1]) / 2"     # right on the public checks only
+
+    def private_lab(self, tmp_path):
+        lab = nbformat.read(FIXTURE, as_version=4)
+        extra = new_code_cell("assert mean([1, 2, 6]) == 3\nprint('private check')", metadata={"tags": ["check:ex1"]},
+                              outputs=[new_output("stream", name="stdout", text="private check\n")], execution_count=1)
+        lab.cells.insert(5, extra)
+        path = tmp_path / "private_copy.ipynb"
+        nbformat.write(lab, path)
+        return path
+
+    def test_the_public_lab_passes_it_and_the_private_copy_does_not(self, tmp_path):
+        sub = submission(tmp_path, {"ex1": self.MEAN_OF_TWO})
+        assert outcome(graded(sub))["ex1"] == (2, "passed")
+        assert outcome(graded(sub, lab=self.private_lab(tmp_path)))["ex1"][0] == 0
+
+    def test_the_worked_answer_passes_the_private_copy(self, tmp_path):
+        report = graded(submission(tmp_path), lab=self.private_lab(tmp_path))
+        assert report.score == report.max_score == 4 and report.notes == [], report.format()
+
+
 class TestUngradable:
     """Files that cannot be graded at all: a report, score 0, exit code 2."""
 
@@ -276,6 +301,13 @@ class TestIgnored:
         assert outcome(report)["ex1"] == (0, "exception")
         assert reason(report, "ex1").startswith("check raised AssertionError")
         assert any("ex1: the check cells were edited" in note for note in report.notes)
+
+    def test_deleted_check_cells_are_noted_and_the_labs_are_used(self, tmp_path):
+        def delete(nb):
+            nb.cells = [cell for cell in nb.cells if tagged_id(cell, CHECK_TAG) != "ex2"]
+        report = graded(submission(tmp_path, {"ex2": "def softmax(z):\n    return z"}, edit=delete))
+        assert outcome(report)["ex2"][0] == 0
+        assert any("ex2: the check cells were edited or removed" in note for note in report.notes)
 
     def test_extra_cells_are_ignored(self, tmp_path):
         def scribble(nb):
