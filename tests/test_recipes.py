@@ -295,3 +295,5 @@ def test_the_chosen_recipe_has_the_best_validation_score_of_its_alternatives(nam
         assert log["history"]["monitor"] == chosen["history"]["monitor"] == "bpc"
         assert chosen["history"]["best_valid"] <= log["history"]["best_valid"], (
             f"{alternative.name} is better on validation than the recipe chosen")
+        for score in (log["history"]["best_valid"], chosen["history"]["best_valid"]):
+            assert f"{score:.4f}" in CHOICES[name].how, f"the Choice quotes the logs' scores ({score:.4f})"
