@@ -65,6 +65,19 @@ def graded(path, lab=FIXTURE, **limits):
     return report
 
 
+def graded_with_ex4(tmp_path, lab, answer, **limits):
+    """Grade the exercise edition of ``lab`` (the fixture with an exercise ex4 added), with the
+    fixture's solutions and ``answer`` for ex4."""
+    nb = make_exercise(nbformat.read(lab, as_version=4))
+    for cell in nb.cells:
+        exercise_id = tagged_id(cell, ANSWER_TAG)
+        if exercise_id:
+            cell.source = dict(SOLUTIONS, ex4=answer)[exercise_id]
+    path = tmp_path / "submission.ipynb"
+    nbformat.write(nb, path)
+    return graded(path, lab, **limits)
+
+
 def outcome(report):
     """{exercise id: (points, status)}"""
     return {ex.id: (ex.points, ex.status) for ex in report.exercises}
@@ -552,15 +565,7 @@ class TestCallbacks:
         return path
 
     def graded_with(self, tmp_path, answer):
-        lab = self.lab(tmp_path)
-        nb = make_exercise(nbformat.read(lab, as_version=4))
-        for cell in nb.cells:
-            exercise_id = tagged_id(cell, ANSWER_TAG)
-            if exercise_id:
-                cell.source = dict(SOLUTIONS, ex4=answer)[exercise_id]
-        path = tmp_path / "submission.ipynb"
-        nbformat.write(nb, path)
-        return graded(path, lab)
+        return graded_with_ex4(tmp_path, self.lab(tmp_path), answer)
 
     def test_verify_passes_the_checks_functions_and_tries_the_wrong_answer(self, tmp_path):
         lab = self.lab(tmp_path)
@@ -609,15 +614,7 @@ class TestTorchModules:
         return path
 
     def graded_with(self, tmp_path, answer):
-        lab = self.lab(tmp_path)
-        nb = make_exercise(nbformat.read(lab, as_version=4))
-        for cell in nb.cells:
-            exercise_id = tagged_id(cell, ANSWER_TAG)
-            if exercise_id:
-                cell.source = dict(SOLUTIONS, ex4=answer)[exercise_id]
-        path = tmp_path / "submission.ipynb"
-        nbformat.write(nb, path)
-        return graded(path, lab, cell_timeout=30)
+        return graded_with_ex4(tmp_path, self.lab(tmp_path), answer, cell_timeout=30)
 
     def test_verify_reads_the_model_of_each_variant(self, tmp_path):
         lab = self.lab(tmp_path)
