@@ -7,6 +7,11 @@ Commands
   train NAME --alternatives             run the recipes NAME was chosen over (validation only); writes
                                         their logs to results/selection/
   speed [NAME] [--write]                time a GPT recipe's training step against other GPTs, and the KV cache
+  scaling [--pilot | --held-out]        the scaling-law sweep: pilot, grid, fit and the held-out prediction
+                                        (resumes); --held-out trains the held-out run once its prediction is
+                                        committed; writes results/scaling_laws.json
+  score NAME [--limit N]                score the ladder's test text with a pre-trained model (the LLM rung);
+                                        writes results/score-NAME.json
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
 """
@@ -69,6 +74,33 @@ def speed_command(args) -> int:
     return 0
 
 
+def score_command(args) -> int:
+    from .evaluation import long_scores
+
+    log = long_scores.run(args.name, limit=args.limit)
+    print(f"{args.name}: {log['bpc']:.4f} bits per character over {log['chars']:,} characters "
+          f"({log['tokens']:,} tokens), {log['cpu_seconds']:.0f} CPU-s, peak {log['peak_mb']} MB")
+    return 0
+
+
+def scaling_command(args) -> int:
+    from .training import scaling
+
+    if args.held_out:
+        scaling.run_held_out(progress=True)
+    elif args.pilot:
+        recipe = scaling.run_pilot(progress=True)
+        print(f"pilot chose learning rate {recipe.lr:g}")
+    else:
+        store = scaling.run_grid(progress=True)
+        fit, held = store["fit"], store["held_out"]
+        print(f"{len(store['runs'])} runs; fit L = {fit['E']:.3f} + {fit['A']:.4g}/N^{fit['alpha']:.3f} + "
+              f"{fit['B']:.4g}/D^{fit['beta']:.3f} bpc; held-out N = {held['N']:,}, D = {held['D']:,}: predicted "
+              f"{held['predicted_bpc']:.4f} bpc")
+    print(f"CPU-seconds so far: {scaling.load_results()['cpu_seconds']}; wrote {scaling.results_path()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tinylm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -87,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("name", nargs="?", default="gpt", help="the GPT recipe whose shape to time (default gpt)")
     speed.add_argument("--write", action="store_true", help="keep the numbers in results/gpt_speed.json")
     speed.set_defaults(run=speed_command)
+    scaling = sub.add_parser("scaling", help="the scaling-law sweep, its fit and the held-out prediction")
+    which = scaling.add_mutually_exclusive_group()
+    which.add_argument("--pilot", action="store_true", help="only the pilot that chooses the learning rate")
+    which.add_argument("--held-out", action="store_true",
+                       help="train the held-out run (after its prediction is committed) and record the error")
+    scaling.set_defaults(run=scaling_command)
+    scorer = sub.add_parser("score", help="score the ladder's test text with a pre-trained model")
+    scorer.add_argument("name", help="a pre-trained model (smollm2-135m-instruct)")
+    scorer.add_argument("--limit", type=int, metavar="N", help="only the first N characters (a trial)")
+    scorer.set_defaults(run=score_command)
 
     args = parser.parse_args(argv)
     try:

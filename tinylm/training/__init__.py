@@ -8,6 +8,7 @@
 - :mod:`tinylm.training.span_corruption` T5's pre-training objective
 - :mod:`tinylm.training.classification`  fine-tune a classifier
 - :mod:`tinylm.training.recipes`         the long runs, made by ``python -m tinylm train NAME``
+- :mod:`tinylm.training.scaling`         scaling laws: a sweep over model size and tokens, the fitted law, a held-out prediction
 """
 
 from .causal_lm import CausalLM
