@@ -4,6 +4,7 @@
 - :mod:`tinylm.models.mlp`          Bengio's MLP language model
 - :mod:`tinylm.models.rnn`          recurrent language models: RNN, LSTM, GRU
 - :mod:`tinylm.models.transformer`  one Transformer, three families: encoder (BERT), decoder (GPT), encoder-decoder (T5)
+- :mod:`tinylm.models.moe`          a sparse mixture of experts: top-k routing, load balancing, shared experts
 - :mod:`tinylm.models.classifier`   a pre-trained encoder with a classification head
 - :mod:`tinylm.models.word2vec`     word vectors: skip-gram and CBOW with negative sampling, PPMI + SVD
 

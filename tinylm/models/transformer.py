@@ -20,7 +20,8 @@ and assembled into the three families of :doc:`/chapters/plm`:
 
 A :class:`TransformerConfig` switches the options; the ones later chapters use (RMSNorm,
 rotary positions, SwiGLU, grouped-query attention) are already here, and the MLP is chosen by
-``config.mlp`` so that a mixture of experts can be added as another kind.
+``config.mlp``; with ``config.moe_experts > 0`` each block's MLP becomes a sparse mixture of
+such MLPs (:mod:`tinylm.models.moe`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class TransformerConfig(Config):
     pad_id: int | None = None
     bos_id: int | None = None          # the token an encoder-decoder's decoder starts from
     eos_id: int | None = None          # the token that ends an answer
+    moe_experts: int = 0               # > 0: each block's MLP is a mixture of this many experts (moe.py)
+    moe_top_k: int = 2                 # experts each token is routed to
+    moe_shared: int = 0                # always-on shared experts (DeepSeekMoE), each d_ff wide
+    moe_aux_coef: float = 0.01         # weight of the load-balancing loss added to the training loss
+    moe_renormalise: bool = True       # the chosen experts' gates are renormalised to sum to 1
 
     def __post_init__(self):
         if self.d_ff is None:
@@ -76,6 +82,11 @@ class TransformerConfig(Config):
                                      ("mlp", self.mlp, MLPS)]:
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(allowed)}")
+        if self.moe_experts < 0 or self.moe_shared < 0 or self.moe_aux_coef < 0:
+            raise ValueError("moe_experts, moe_shared and moe_aux_coef cannot be negative")
+        if self.moe_experts and not 1 <= self.moe_top_k <= self.moe_experts:
+            raise ValueError(f"moe_top_k must be between 1 and moe_experts ({self.moe_experts}), "
+                             f"got {self.moe_top_k}")
 
     @property
     def head_dim(self) -> int:
@@ -265,6 +276,15 @@ class FeedForward(nn.Module):
         return self.down(h)
 
 
+def make_mlp(config: TransformerConfig) -> nn.Module:
+    """A block's MLP: a :class:`FeedForward`, or a mixture of them (:mod:`tinylm.models.moe`)."""
+    if config.moe_experts:
+        from .moe import MixtureOfExperts     # moe builds its experts from FeedForward
+
+        return MixtureOfExperts(config)
+    return FeedForward(config)
+
+
 class Block(nn.Module):
     """Self-attention (and, in a decoder of an encoder-decoder, cross-attention), then the MLP;
     each sublayer added to the residual stream, with normalisation before (pre-norm) or after
@@ -276,7 +296,7 @@ class Block(nn.Module):
         self.attn_norm, self.attn = make_norm(config), MultiHeadAttention(config, layer)
         self.cross_norm = make_norm(config) if cross else None
         self.cross = MultiHeadAttention(config, layer, cross=True) if cross else None
-        self.mlp_norm, self.mlp = make_norm(config), FeedForward(config)
+        self.mlp_norm, self.mlp = make_norm(config), make_mlp(config)
         self.drop = nn.Dropout(config.dropout)
 
     def _sublayer(self, x, norm, f):
@@ -405,7 +425,13 @@ class DecoderLM(LanguageModel, nn.Module):
     is a :class:`KVCache` (``new_state()`` makes an empty one) holding the keys and values of the
     tokens read so far, so that generation feeds one new token at a time.  Without a state
     (training, scoring) nothing is cached.
+
+    With a mixture of experts (``moe_experts > 0``), ``aux_loss`` holds after each forward pass
+    the load-balancing loss times ``moe_aux_coef``, summed over the layers, which the causal-LM
+    objective adds to its loss; for a dense model it stays None.
     """
+
+    aux_loss: torch.Tensor | None = None
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -416,7 +442,8 @@ class DecoderLM(LanguageModel, nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         _init_weights(self)
         for block in self.blocks:   # GPT-2: scale the residual projections by 1/sqrt(2 * layers)
-            for linear in (block.attn.out, block.mlp.down):
+            mlps = [m for m in block.mlp.modules() if isinstance(m, FeedForward)]   # one, or the experts
+            for linear in [block.attn.out] + [mlp.down for mlp in mlps]:
                 nn.init.normal_(linear.weight, 0.0, INIT_STD / math.sqrt(2 * config.n_layers))
         if config.tie_embeddings:
             self.head.weight = self.embed.tokens.weight
@@ -428,6 +455,8 @@ class DecoderLM(LanguageModel, nn.Module):
             x = block(x, causal=True, cache=state, need_weights=need_weights)
         if state is not None:
             state.length += ids.shape[1]
+        if self.config.moe_experts:
+            self.aux_loss = self.config.moe_aux_coef * sum(block.mlp.aux_loss for block in self.blocks)
         return self.head(self.norm(x)), state
 
     def new_state(self) -> KVCache:

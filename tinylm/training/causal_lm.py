@@ -14,6 +14,10 @@ For subword tokens, give the number of characters the training ids spell (``trai
 the number the scored validation ids spell (``valid_chars``, all but the first token's:
 :func:`tinylm.evaluation.metrics.scored_chars`), and the losses are in bits per character;
 otherwise they are per token.
+
+A model that sets an auxiliary loss after its forward pass (``model.aux_loss``: the
+load-balancing loss of a mixture of experts, :mod:`tinylm.models.moe`) has it added to the loss
+that is differentiated; the loss reported stays the language model's alone.
 """
 
 from __future__ import annotations
@@ -76,7 +80,11 @@ class CausalLM:
         if self.stateful:                       # truncate backpropagation through time here
             self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        return loss, loss.item() / LN2 * self.train_scale
+        value = loss.item() / LN2 * self.train_scale        # the reported loss: the language model's alone
+        aux = getattr(model, "aux_loss", None)               # a mixture of experts' load balancing (models.moe)
+        if aux is not None:
+            loss = loss + aux
+        return loss, value
 
     def evaluate(self, model) -> dict[str, float]:
         if self.valid_ids is None:
