@@ -122,3 +122,51 @@ def test_token_logprobs_of_an_answer_given_its_source():
     assert torch.allclose(lp[:, 1:], expected, atol=1e-6)
     with pytest.raises(ValueError, match="two tokens"):
         tinylm.token_logprobs(model, answer[:, :1], state=model.encode(src))
+
+
+@pytest.mark.parametrize("n,context,stride", [(300, 32, 24), (301, 32, 32), (40, 32, 8), (20, 32, 24)])
+def test_a_longer_stride_keeps_every_target_once_with_the_past_it_promises(n, context, stride):
+    plans = window_plan(n, context, stride)
+    kept = np.concatenate([np.arange(s + keep, s + length) for s, keep, length in plans])
+    assert np.array_equal(kept, np.arange(n))                      # every target exactly once, in order
+    for s, keep, length in plans[1:]:
+        assert keep >= context - stride and length <= context     # each window's first kept target has that past
+    torch.manual_seed(0)
+    model = DecoderLM(TransformerConfig(V, d_model=16, n_heads=2, n_layers=2, max_len=context)).eval()
+    ids = RNG.integers(0, V, n + 1)
+    by_hand = np.empty(n)
+    with torch.no_grad():
+        for s, keep, length in plans:                              # each window read on its own
+            logits, _ = model(torch.as_tensor(ids[s:s + length])[None])
+            lp = F.log_softmax(logits[0].double(), -1).gather(-1, torch.as_tensor(ids[s + 1:s + length + 1])[:, None])
+            by_hand[s + keep:s + length] = lp[keep:, 0].numpy() / LN2
+    assert np.allclose(tinylm.score(model, ids, context=context, stride=stride), by_hand, atol=1e-9)
+
+
+def test_a_stride_outside_the_window_is_refused():
+    with pytest.raises(ValueError, match="stride"):
+        window_plan(100, 32, 33)
+
+
+def test_a_large_vocabulary_is_scored_a_few_windows_at_a_time(monkeypatch):
+    from tinylm.inference import scoring
+
+    torch.manual_seed(0)
+    model = DecoderLM(TransformerConfig(V, d_model=16, n_heads=2, n_layers=1, max_len=16)).eval()
+    ids = RNG.integers(0, V, 200)
+    whole = tinylm.score(model, ids)
+    monkeypatch.setattr(scoring, "LOGITS_PER_BATCH", 16 * V)        # one window per batch
+    assert np.allclose(tinylm.score(model, ids), whole, atol=1e-9)
+
+
+def test_sliding_a_cache_renumbers_rotary_keys_from_zero():
+    from tinylm.models.transformer import KVCache, rotate
+
+    k = torch.randn(1, 2, 10, 8)
+    cache = KVCache()
+    cache.update(0, rotate(k, 0, 100.0), k)
+    cache.length = 10
+    cache.slide(4, 100.0)
+    assert cache.length == 4 and cache.keys[0].shape[-2] == 4
+    assert torch.allclose(cache.keys[0], rotate(k[..., 6:, :], 0, 100.0), atol=1e-5)
+    assert torch.equal(cache.values[0], k[..., 6:, :])

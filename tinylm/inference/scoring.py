@@ -26,12 +26,16 @@ STREAMS = 16
 context, so a few predictions of a text of thousands of tokens lose their past)."""
 
 WINDOWS_PER_BATCH = 32
-"""Windows scored at once by a stateless model."""
+"""Windows scored at once by a stateless model (fewer when their logits would pass
+:data:`LOGITS_PER_BATCH`)."""
+
+LOGITS_PER_BATCH = 2 ** 25
+"""At most this many logits (positions x vocabulary) in one batch of windows: 128 MB of float32."""
 
 LN2 = float(np.log(2.0))
 
 
-def score(model, ids, context: int | None = None, streams: int = STREAMS) -> np.ndarray:
+def score(model, ids, context: int | None = None, streams: int = STREAMS, stride: int | None = None) -> np.ndarray:
     """log2 P(ids[t] | ids[:t]) for t = 1 .. len(ids) - 1, under any language model of the course.
 
     - A model with a fast exact scorer of its own (``model.log2probs``: the n-gram looks its counts
@@ -41,6 +45,10 @@ def score(model, ids, context: int | None = None, streams: int = STREAMS) -> np.
     - Any other model reads overlapping windows of ``context`` tokens (default: the model's
       ``max_len``, or :data:`SCORE_CONTEXT`) and keeps the second half of each window, so every
       prediction after the first half window sees at least ``context / 2`` tokens of past.
+    - ``stride`` (windows only) is how far each window moves on: by default ``context // 2``.  A
+      larger stride costs less (each token is computed ``context / stride`` times) and gives the
+      first predictions of each window ``context - stride`` tokens of past instead of half a
+      window: the LLM rung reads 1,024-token windows with a stride of 768.
 
     A masked LM sees both sides of every position and an encoder-decoder needs a source: neither
     gives the probability of a text read left to right, and both are refused with a ``TypeError``.
@@ -60,12 +68,18 @@ def score(model, ids, context: int | None = None, streams: int = STREAMS) -> np.
         context = context or model.max_len or SCORE_CONTEXT
         if model.stateful:
             return _streams(model, ids, context, streams)
-        return _windows(model, ids, context)
+        return _windows(model, ids, context, stride)
 
 
-def _token_log2probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logp = F.log_softmax(logits.double(), dim=-1)
-    return logp.gather(-1, targets[..., None])[..., 0] / LN2
+def _token_log2probs(logits: torch.Tensor, targets: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """log2 of the targets' probabilities, in float64, ``rows`` positions at a time (a large
+    vocabulary's log-softmax over a whole window would take gigabytes)."""
+    flat, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    out = torch.empty(len(flat), dtype=torch.float64)
+    for a in range(0, len(flat), rows):
+        logp = F.log_softmax(flat[a:a + rows].double(), dim=-1)
+        out[a:a + rows] = logp.gather(-1, flat_targets[a:a + rows, None])[:, 0] / LN2
+    return out.reshape(targets.shape)
 
 
 def _streams(model, ids: torch.Tensor, chunk: int, streams: int) -> np.ndarray:
@@ -85,11 +99,14 @@ def _streams(model, ids: torch.Tensor, chunk: int, streams: int) -> np.ndarray:
     return np.concatenate([out[s, : b - a].numpy() for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))])
 
 
-def window_plan(n: int, context: int) -> list[tuple[int, int, int]]:
+def window_plan(n: int, context: int, stride: int | None = None) -> list[tuple[int, int, int]]:
     """How :func:`score` covers ``n`` targets with windows of ``context`` tokens: a list of
-    (window start, first target kept, targets in the window).  Windows overlap by half; a window
-    keeps only the targets that no earlier window scored."""
-    stride = max(1, context // 2)
+    (window start, first target kept, targets in the window).  Each window starts ``stride``
+    tokens after the one before (by default half a window, so windows overlap by half) and keeps
+    only the targets that no earlier window scored."""
+    stride = stride or max(1, context // 2)
+    if not 0 < stride <= context:
+        raise ValueError(f"stride must be between 1 and the context ({context}), not {stride}")
     plans, done, start = [], 0, 0
     while done < n:
         length = min(context, n - start)
@@ -99,13 +116,15 @@ def window_plan(n: int, context: int) -> list[tuple[int, int, int]]:
     return plans
 
 
-def _windows(model, ids: torch.Tensor, context: int) -> np.ndarray:
+def _windows(model, ids: torch.Tensor, context: int, stride: int | None = None) -> np.ndarray:
     n = len(ids) - 1                            # targets ids[1..n] are out[0..n-1]
-    plans = window_plan(n, context)
+    plans = window_plan(n, context, stride)
     out = np.empty(n, dtype=np.float64)
     full = [plan for plan in plans if plan[2] == context]
-    for i in range(0, len(full), WINDOWS_PER_BATCH):
-        _score_windows(model, ids, full[i:i + WINDOWS_PER_BATCH], out)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 1
+    per_batch = max(1, min(WINDOWS_PER_BATCH, LOGITS_PER_BATCH // (context * vocab)))
+    for i in range(0, len(full), per_batch):
+        _score_windows(model, ids, full[i:i + per_batch], out)
     for plan in plans:
         if plan[2] != context:                  # a text shorter than one window, or its end
             _score_windows(model, ids, [plan], out)

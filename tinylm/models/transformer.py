@@ -137,9 +137,15 @@ def rotate(x: torch.Tensor, start: int, base: float = 10000.0) -> torch.Tensor:
     """Rotary positions (Su et al., 2021): turn each pair of dimensions of x (..., L, d) by an
     angle proportional to its position, so q . k depends on positions only through their
     difference.  Pairs are (i, i + d/2), as in LLaMA's Hugging Face layout."""
-    length, d = x.shape[-2], x.shape[-1]
+    return turn(x, torch.arange(start, start + x.shape[-2], dtype=torch.float32), base)
+
+
+def turn(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Turn the rows of x (..., L, d) by the rotary angles of ``positions`` (L values, or one for
+    every row).  Turns add up: a row turned by p and then by -s is the row turned by p - s."""
+    d = x.shape[-1]
     inv = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
-    angles = torch.arange(start, start + length, dtype=torch.float32)[:, None] * inv
+    angles = positions.to(torch.float32).reshape(-1, 1) * inv
     cos, sin = torch.cat([angles.cos()] * 2, -1).to(x.dtype), torch.cat([angles.sin()] * 2, -1).to(x.dtype)
     half1, half2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-half2, half1], dim=-1) * sin
@@ -172,6 +178,28 @@ class KVCache:
         out.values = {layer: v[rows] for layer, v in self.values.items()}
         out.length = self.length
         return out
+
+    def slide(self, keep: int, rope_base: float | None) -> None:
+        """Keep only the last ``keep`` tokens, renumbered as positions 0 .. keep - 1.
+
+        For a model with rotary positions only the *difference* of two positions matters, so
+        turning every kept key back by the same angle makes the cache exactly what reading those
+        ``keep`` tokens afresh would have made *in the first layer* (``rope_base=None``: a model
+        without positions, nothing to turn).  In deeper layers a kept key also remembers the past
+        its token saw, and a model trained on sequences that start at position 0 expects the
+        first token it sees to be a real start (an "attention sink"): Lab 15 measures what
+        sliding the cache to read a long text costs."""
+        if keep >= self.length:
+            return
+        if keep == 0:
+            self.keys, self.values, self.length = {}, {}, 0
+            return
+        shift = torch.tensor([float(self.length - keep)])
+        for layer in self.keys:
+            kept = self.keys[layer][..., -keep:, :]
+            self.keys[layer] = kept if rope_base is None else turn(kept, -shift, rope_base)
+            self.values[layer] = self.values[layer][..., -keep:, :]
+        self.length = keep
 
     def __repr__(self) -> str:
         return f"KVCache(layers={len(self.keys)}, length={self.length})"
