@@ -12,6 +12,9 @@ Commands
                                         committed; writes results/scaling_laws.json
   score NAME [--limit N]                score the ladder's test text with a pre-trained model (the LLM rung);
                                         writes results/score-NAME.json
+  ablate STUDY [--seeds S ...] [--budget S] [--reuse-steps]
+                                        an ablation: variants trained for equal CPU-seconds (llama-parts,
+                                        moe); writes results/ablate-STUDY.json (and checkpoints/ablate-STUDY/)
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
 """
@@ -101,6 +104,21 @@ def scaling_command(args) -> int:
     return 0
 
 
+def ablate_command(args) -> int:
+    from .training import ablations
+
+    if args.study not in ablations.STUDIES:
+        raise ValueError(f"no study {args.study!r}; choose one of {sorted(ablations.STUDIES)}")
+    study = ablations.STUDIES[args.study]
+    out = Path(args.out) if args.out else ablations.log_path(study.name)
+    reuse = ablations.load(study.name) if args.reuse_steps else None
+    checkpoints = None if args.out else ablations.checkpoint_dir(study.name)
+    log = ablations.run(study, out, checkpoints, seeds=tuple(args.seeds) if args.seeds else None,
+                        budget=args.budget, reuse=reuse)
+    print(f"{study.name}: {len(log['runs'])} runs, {log['total_cpu_seconds']:.0f} CPU-s in all; wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tinylm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -129,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     scorer.add_argument("name", help="a pre-trained model (smollm2-135m-instruct)")
     scorer.add_argument("--limit", type=int, metavar="N", help="only the first N characters (a trial)")
     scorer.set_defaults(run=score_command)
+    ablate = sub.add_parser("ablate", help="an ablation study: variants trained for equal CPU-seconds")
+    ablate.add_argument("study", help="llama-parts or moe")
+    ablate.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds to run (default: the study's)")
+    ablate.add_argument("--budget", type=float, metavar="S", help="training CPU-seconds per run (default: the study's)")
+    ablate.add_argument("--reuse-steps", action="store_true",
+                        help="train with the steps of the committed log instead of timing again (repeats it)")
+    ablate.add_argument("--out", metavar="FILE", help="write the log here instead (a trial; no checkpoints)")
+    ablate.set_defaults(run=ablate_command)
 
     args = parser.parse_args(argv)
     try:

@@ -9,6 +9,7 @@
 - :mod:`tinylm.training.classification`  fine-tune a classifier
 - :mod:`tinylm.training.recipes`         the long runs, made by ``python -m tinylm train NAME``
 - :mod:`tinylm.training.scaling`         scaling laws: a sweep over model size and tokens, the fitted law, a held-out prediction
+- :mod:`tinylm.training.ablations`       ablations: variants trained for equal CPU-seconds at equal size (LLaMA's parts, MoE)
 """
 
 from .causal_lm import CausalLM
