@@ -1,6 +1,7 @@
 """Training: one loop, four objectives, and the recipes of the long runs.
 
 - :mod:`tinylm.training.loop`            ``train(model, objective, config)``, ``TrainConfig``, ``History``, seeds
+- :mod:`tinylm.training.distributed`     data parallelism: the loop under ``torchrun``, gradients averaged by all-reduce
 - :mod:`tinylm.training.batches`         random windows, parallel streams, shuffled examples, padding
 - :mod:`tinylm.training.causal_lm`       predict the next token (MLP, RNN, GPT)
 - :mod:`tinylm.training.masked_lm`       BERT's masked language model

@@ -21,7 +21,17 @@ practice that every lab reuses:
   training stops after that many evaluations without improvement;
 - **seeds**: :func:`seed_everything` before building the model makes a run repeatable on one
   machine (on another CPU, float32 sums may round differently); ``stop_after`` runs only the
-  first steps of the schedule, exactly as the full run starts.
+  first steps of the schedule, exactly as the full run starts;
+- **gradient accumulation** (梯度累积): with ``accumulate=k`` a step adds up the gradients of
+  ``k`` micro-batches of ``batch_size / k`` rows, each loss divided by ``k``, before it updates
+  the weights: the update of a batch of ``batch_size`` rows with the activation memory of a
+  batch ``k`` times smaller (exactly so when every row has the same number of predicted tokens,
+  as windows of text do; to float32 rounding);
+- **mixed precision** (混合精度): ``precision="bf16"`` runs the objectives' forward passes under
+  :func:`autocast`;
+- **data parallelism** (数据并行): under ``torchrun`` every process trains on its own shard of
+  each batch and the gradients are averaged over the processes
+  (:mod:`tinylm.training.distributed`); alone, a process trains as before.
 
 Progress goes to a tqdm bar on stderr; the :class:`History` records the training loss, the
 validation metrics, steps and CPU-seconds.
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import random
 import sys
@@ -89,6 +100,7 @@ class TrainConfig(Config):
     progress: bool = True        # a tqdm progress bar on stderr
     stop_after: int | None = None  # run only the first steps of the schedule (a short live version)
     precision: str = "fp32"      # "bf16": mixed precision, matrix products in bfloat16 (weights stay fp32)
+    accumulate: int = 1          # micro-batches per step (gradient accumulation); batch_size is their total
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -97,6 +109,9 @@ class TrainConfig(Config):
             raise ValueError(f"stop_after must be between 1 and steps ({self.steps}), got {self.stop_after}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.accumulate < 1 or self.batch_size % self.accumulate:
+            raise ValueError(f"accumulate must be a positive divisor of batch_size ({self.batch_size}), "
+                             f"got {self.accumulate}")
 
     @property
     def last_step(self) -> int:
@@ -181,7 +196,12 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
 
 def autocast(precision: str):
     """The context in which an objective runs its model's forward pass: bfloat16 matrix products
-    on the CPU for ``"bf16"``, nothing for ``"fp32"``."""
+    on the CPU for ``"bf16"``, nothing for ``"fp32"``.
+
+    Under autocast the matrix products (``linear``, ``matmul``, ``bmm``, attention) take bfloat16
+    copies of their inputs and return bfloat16; operations that need the range or precision of
+    float32 (softmax, normalisation, losses) still compute in float32; the weights, their
+    gradients and the optimizer's states stay float32."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -193,25 +213,58 @@ def train(model: torch.nn.Module, objective: Objective, config: TrainConfig = Tr
     After each step listed in ``snapshots`` a copy of the weights is kept in
     ``history.snapshots`` (load one with ``model.load_state_dict``), to look at a half-trained
     model.  The model is left in evaluation mode.
+
+    The objective draws micro-batches of ``batch_size / (accumulate * world_size)`` rows (the
+    whole batch when both are 1).  Under ``torchrun`` each rank draws its own with the seed
+    ``seed + rank``, the gradients are averaged over the ranks once a step, only rank 0
+    evaluates and shows progress, and every rank returns the same history (its training loss
+    the mean over the ranks); see :mod:`tinylm.training.distributed`.
     """
     from tqdm import tqdm   # plain text on stderr: no widget library needed
 
-    objective.start(model, config)
+    from . import distributed
+
+    rank, world = distributed.world()
+    shards = config.accumulate * world
+    if config.batch_size % shards:
+        raise ValueError(f"batch_size {config.batch_size} does not split into {config.accumulate} micro-batch(es) "
+                         f"on each of {world} process(es)")
+    if shards > 1 and getattr(model, "stateful", False):
+        raise ValueError("gradient accumulation and data parallelism split a batch of independent rows; a stateful "
+                         "model reads parallel streams and carries its state from batch to batch: train it with "
+                         "accumulate=1 in one process")
+    if shards == 1 and rank == 0:
+        objective.start(model, config)
+    else:
+        objective.start(model, dataclasses.replace(config, batch_size=config.batch_size // shards, accumulate=1,
+                                                   seed=distributed.shard_seed(config.seed, rank)))
+    if world > 1:
+        distributed.broadcast_parameters(model)
     optimizer = make_optimizer(model, config)
     history = History(unit=objective.unit, monitor=objective.monitor)
     sign = -1.0 if objective.higher_is_better else 1.0
     best_state, since_best, losses = None, 0, []
     last = config.last_step
-    bar = tqdm(total=last, disable=not config.progress, file=sys.stderr, mininterval=2.0,
+    bar = tqdm(total=last, disable=not config.progress or rank != 0, file=sys.stderr, mininterval=2.0,
                unit="step", dynamic_ncols=True)
     model.train()
     for step in range(last):
         start, wall = time.process_time(), time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        loss, value = objective.loss(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if config.accumulate == 1:
+            loss, value = objective.loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            value = 0.0
+            for _ in range(config.accumulate):       # gradients add up in .grad until the step
+                loss, micro_value = objective.loss(model)
+                (loss / config.accumulate).backward()
+                value += micro_value / config.accumulate
+        if world > 1:
+            distributed.average_gradients(model)
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
@@ -223,12 +276,15 @@ def train(model: torch.nn.Module, objective: Objective, config: TrainConfig = Tr
         if step + 1 in snapshots:
             history.snapshots[step + 1] = copy.deepcopy(model.state_dict())
         if (step + 1) % config.eval_every == 0 or step + 1 == last:
-            metrics = objective.evaluate(model)
+            metrics = objective.evaluate(model) if rank == 0 else None
+            if world > 1:
+                metrics = distributed.broadcast_object(metrics)
             model.train()
             history.step.append(step + 1)
             history.cpu_seconds.append(round(history.train_cpu_seconds, 3))
             history.wall_seconds.append(round(history.train_wall_seconds, 3))
-            history.train_loss.append(float(np.mean(losses)))
+            history.train_loss.append(float(np.mean(losses)) if world == 1
+                                      else distributed.mean_over_ranks(float(np.mean(losses))))
             for name, metric in metrics.items():
                 history.valid.setdefault(name, []).append(metric)
             losses = []
