@@ -52,3 +52,28 @@ def test_gpt1_size_is_the_count_of_its_released_weights():
 def test_a_row_without_a_source_is_refused():
     with pytest.raises(ValueError, match="source"):
         landscape.LLM("X", "Y", 2023, "1B", "1T", "2,048", "yes", ())
+
+
+def _short(x: float) -> str:
+    """175e9 -> '175B', 1.4e12 -> '1.4T', as the table writes sizes."""
+    for unit, scale in (("T", 1e12), ("B", 1e9)):
+        if x >= scale:
+            return f"{x / scale:g}{unit}"
+    raise ValueError(x)
+
+
+def test_the_numbers_for_6nd_are_the_ones_the_row_shows():
+    rows = [r for r in landscape.LANDSCAPE if r.n is not None]
+    assert len(rows) >= 6
+    for row in rows:
+        assert _short(row.n) in row.parameters, (row.name, _short(row.n), row.parameters)
+        d = _short(row.d)
+        assert d in row.training_tokens or d.replace("T", ".0T") in row.training_tokens, (row.name, d)
+        assert row.training_flops == 6 * row.n * row.d
+    gpt3 = next(r for r in rows if r.name == "GPT-3")
+    assert abs(gpt3.training_flops / 3.14e23 - 1) < 0.01   # Brown et al.'s own count, Table D.1
+
+
+def test_half_a_pair_for_6nd_is_refused():
+    with pytest.raises(ValueError, match="both n and d"):
+        landscape.LLM("X", "Y", 2023, "1B", "1T", "2,048", "yes", ("brown2020",), n=1e9)
