@@ -82,7 +82,7 @@ class Study:
     base: dict                                    # TransformerConfig options shared by all variants
     variants: tuple[Variant, ...]
     train: TrainConfig                            # steps are set per variant; seed per run
-    budget: float = 60.0                          # training CPU-seconds per run
+    budget: float = 50.0                          # training CPU-seconds per run
     seeds: tuple[int, ...] = (0, 1)
     match_parameters: bool = False
     corpus: str = "shakespeare"
@@ -240,10 +240,12 @@ def valid_bpc(model, tokenizer, study: Study | str = "llama-parts", chars: int |
 
 # ----------------------------------------------------------------------------- the two studies
 
-SMALL = dict(d_model=128, n_heads=4, n_layers=4, max_len=128, dropout=0.0)
-"""The shape of every model of both studies: 4 blocks of width 128, 4 heads, 128 characters."""
+SMALL = dict(d_model=64, n_heads=4, n_layers=3, max_len=64, dropout=0.0)
+"""The shape of every model of both studies: 3 blocks of width 64, 4 heads, 64 characters of context.
+Small, so that a run of 50 CPU-seconds takes a couple of thousand steps and gets well past the
+first plateau (a model 128 wide with 4 blocks and 128 characters was still on it after 300 steps)."""
 
-SHORT_RUN = TrainConfig(steps=1, batch_size=16, context=128, lr=3e-3, warmup=50, min_lr_ratio=0.1,
+SHORT_RUN = TrainConfig(steps=1, batch_size=16, context=64, lr=1e-2, warmup=50, min_lr_ratio=0.1,
                         weight_decay=0.01, grad_clip=1.0, precision="fp32")
 """How every run trains (its steps come from the budget)."""
 
@@ -265,23 +267,23 @@ STUDIES: dict[str, Study] = {s.name: s for s in [
               Variant("+gqa", "and grouped-query attention, 2 key/value heads for 4 query heads: LLaMA's block",
                       LLAMA),
           ),
-          train=SHORT_RUN, budget=60.0, seeds=(0, 1), match_parameters=True),
+          train=SHORT_RUN, budget=50.0, seeds=(0, 1), match_parameters=True),
     Study("moe",
           "A LLaMA-block decoder whose MLPs are mixtures of 8 experts (top-2, renormalised gates) and 2 shared "
-          "experts, each 64 wide, with and without the load-balancing loss, against dense LLaMA-block decoders "
-          "with the same active parameters (one MLP 256 wide), trained for the same steps and for the same CPU-seconds",
+          "experts, each 32 wide, with and without the load-balancing loss, against dense LLaMA-block decoders "
+          "with the same active parameters (one MLP 128 wide), trained for the same steps and for the same CPU-seconds",
           base=dict(SMALL, **LLAMA),
           variants=(
-              Variant("moe", "8 routed experts (top-2) and 2 shared ones, 64 wide each; balancing loss 0.01",
-                      dict(d_ff=64, moe_experts=8, moe_top_k=2, moe_shared=2, moe_aux_coef=0.01), checkpoint=True),
+              Variant("moe", "8 routed experts (top-2) and 2 shared ones, 32 wide each; balancing loss 0.01",
+                      dict(d_ff=32, moe_experts=8, moe_top_k=2, moe_shared=2, moe_aux_coef=0.01), checkpoint=True),
               Variant("moe-no-balance", "the same mixture without the balancing loss",
-                      dict(d_ff=64, moe_experts=8, moe_top_k=2, moe_shared=2, moe_aux_coef=0.0), checkpoint=True),
-              Variant("dense-same-time", "dense, one SwiGLU MLP 256 wide (the MoE's active width), "
-                                         "trained for the same CPU-seconds", dict(d_ff=256)),
+                      dict(d_ff=32, moe_experts=8, moe_top_k=2, moe_shared=2, moe_aux_coef=0.0), checkpoint=True),
+              Variant("dense-same-time", "dense, one SwiGLU MLP 128 wide (the MoE's active width), "
+                                         "trained for the same CPU-seconds", dict(d_ff=128)),
               Variant("dense-same-steps", "the same dense model trained for the MoE's steps (the same tokens)",
-                      dict(d_ff=256), steps_like="moe"),
+                      dict(d_ff=128), steps_like="moe"),
           ),
-          train=SHORT_RUN, budget=60.0, seeds=(0, 1)),
+          train=SHORT_RUN, budget=50.0, seeds=(0, 1)),
 ]}
 """The studies, by name."""
 
