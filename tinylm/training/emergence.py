@@ -64,7 +64,7 @@ class Sweep:
 
     digits: int = 5
     reverse: bool = True
-    widths: tuple[int, ...] = (4, 6, 8, 12, 16, 24, 32)
+    widths: tuple[int, ...] = (4, 8, 12, 16, 20, 24, 32)   # multiples of 4: two heads, each of an even size (rotary)
     seeds: tuple[int, ...] = (0, 1)
     model: dict = field(default_factory=lambda: {"n_layers": 2, "n_heads": 2, "positions": "rotary"})
     train: TrainConfig = TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup=100, weight_decay=0.0,
