@@ -54,7 +54,8 @@ def score_piece(model, tokenizer, text: str, span: tuple[int, int], context: int
     with torch.no_grad():
         lp = score(model, ids, context=context, stride=stride)
     chars = scored_chars(tokenizer, ids) if a == 0 else b - a
-    return {"start": a, "end": b, "tokens": int(len(ids) - (1 if a > 0 else 0)), "chars": int(chars),
+    return {"start": a, "end": b, "tokens": int(len(ids) - (1 if a > 0 else 0)),     # its own tokens, not the context
+            "chars": int(chars),
             "bits": round(float(-lp.sum()), 3)}
 
 

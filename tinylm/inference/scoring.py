@@ -71,7 +71,7 @@ def score(model, ids, context: int | None = None, streams: int = STREAMS, stride
         return _windows(model, ids, context, stride)
 
 
-def _token_log2probs(logits: torch.Tensor, targets: torch.Tensor, rows: int = 256) -> torch.Tensor:
+def _token_log2probs(logits: torch.Tensor, targets: torch.Tensor, rows: int = 64) -> torch.Tensor:
     """log2 of the targets' probabilities, in float64, ``rows`` positions at a time (a large
     vocabulary's log-softmax over a whole window would take gigabytes)."""
     flat, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)

