@@ -144,10 +144,12 @@ def split_problems(train: int, valid: int, test: int, digits: int = 5, seed: int
     """Distinct problems; validation and test operands drawn uniformly from 0 .. 10**digits - 1
     (so most have all their digits).
 
-    With ``mixed_lengths`` each *training* operand is first given a length k from 1 to ``digits``
-    (uniformly), then drawn uniformly from 0 .. 10**k - 1: short sums, whose high digits are all
-    zeros, teach the format and which digits go together early in training, as a curriculum
-    would, without changing the problems the model is tested on.
+    With ``mixed_lengths`` each *training* operand is first given a length k from 0 to ``digits``
+    (uniformly), then drawn uniformly from 0 .. 10**k - 1 (length 0: the operand is 0).  Why: a
+    digit of a sum, (a_k + b_k + carry) mod 10, is uncorrelated with either operand's digit alone
+    when both are uniform, so at first nothing tells a model where to look; when b_k is 0 (a short
+    b) the answer's digit is a_k, and that signal shows it which digits go together, as a
+    curriculum would, without changing the problems the model is tested on.
 
     Test problems are drawn first, then validation, then training, each refusing any problem
     already drawn in either order, so the splits are disjoint and the test set does not depend on
@@ -165,7 +167,7 @@ def split_problems(train: int, valid: int, test: int, digits: int = 5, seed: int
         drawn: list[Problem] = []
         while len(drawn) < n:
             shape = (max(64, n - len(drawn)), 2)
-            high = 10 ** rng.integers(1, digits + 1, size=shape) if name == "train" and mixed_lengths else space
+            high = 10 ** rng.integers(0, digits + 1, size=shape) if name == "train" and mixed_lengths else space
             for a, b in rng.integers(0, high, size=shape).tolist():
                 key = (min(a, b), max(a, b))
                 if key not in seen and len(drawn) < n:
