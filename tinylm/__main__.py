@@ -93,7 +93,7 @@ def scaling_command(args) -> int:
         scaling.run_held_out(progress=True)
     elif args.pilot:
         recipe = scaling.run_pilot(progress=True)
-        print(f"pilot chose learning rate {recipe.lr:g}")
+        print(f"pilot chose batch {recipe.batch_size} and learning rate {recipe.lr:g}")
     else:
         store = scaling.run_grid(progress=True)
         fit, held = store["fit"], store["held_out"]
