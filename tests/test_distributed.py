@@ -4,8 +4,11 @@ The references are computed another way: one batch of B rows in one backward pas
 accumulation, and for two processes with half batches one process whose every batch is the two
 ranks' halves side by side.  Float32 sums add in another order (a gradient summed over B rows,
 or over two halves and then averaged), so the weights agree to a tolerance, not bit for bit;
-after six AdamW steps the differences measured are below 5e-7 and the tolerance is 1e-5.  The
-model has no biases: the gradient of attention's key bias is exactly zero (adding the same
+after six AdamW steps the differences measured are about 5e-7 with this CPU's kernels and 1e-5
+with generic ones (ATEN_CPU_CAPABILITY=default), so the tolerance is 1e-4, while other batches
+move the weights apart by more than 5e-2.  Adam divides each gradient by its own running size,
+which magnifies last-digit differences wherever a gradient is near zero; hence also a model
+without biases: the gradient of attention's key bias is exactly zero (adding the same
 number to every score of a softmax changes nothing), so in float32 it is rounding noise, which
 Adam, dividing by the gradient's own size, turns into steps as large as real ones, different for
 every order of summation.  The two ranks themselves end with exactly the same weights (one
@@ -32,9 +35,9 @@ TEXT = np.array([int(c) for c in "0123456789" * 30 + "0246813579" * 30 + "975318
 MODEL = TransformerConfig(vocab_size=10, d_model=32, n_heads=2, n_layers=2, d_ff=64, max_len=16, dropout=0.0,
                           bias=False)
 CONFIG = TrainConfig(steps=6, batch_size=8, context=16, lr=1e-2, warmup=2, eval_every=6, progress=False)
-TOLERANCE = 1e-5
+TOLERANCE = 1e-4
 """Largest difference allowed between weights trained two ways that differ only in the order of
-float32 sums (measured: about 1e-7 after six steps)."""
+float32 sums (measured: 5e-7 to 1e-5 after six steps, by CPU kernels)."""
 
 
 def max_difference(a: dict, b: dict) -> float:
