@@ -15,6 +15,8 @@ Commands
   ablate STUDY [--seeds S ...] [--budget S] [--reuse-steps]
                                         an ablation: variants trained for equal CPU-seconds (llama-parts,
                                         moe); writes results/ablate-STUDY.json (and checkpoints/ablate-STUDY/)
+  emergence [--out-dir DIR]             Lab 17's family of small decoders learning 5-digit addition, every width
+                                        trained the same way; writes checkpoints/emergence/ (one folder a model, log.json)
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
 """
@@ -119,6 +121,17 @@ def ablate_command(args) -> int:
     return 0
 
 
+def emergence_command(args) -> int:
+    from .paths import checkpoints_dir
+    from .training import emergence
+
+    out = Path(args.out_dir) if args.out_dir else checkpoints_dir() / emergence.NAME
+    log = emergence.SWEEP.run(out)
+    print(f"{emergence.NAME}: {len(log['runs'])} models, {log['train_cpu_seconds']:.0f} CPU-s of training "
+          f"({log['cpu_seconds']:.0f} in all); wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tinylm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -155,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train with the steps of the committed log instead of timing again (repeats it)")
     ablate.add_argument("--out", metavar="FILE", help="write the log here instead (a trial; no checkpoints)")
     ablate.set_defaults(run=ablate_command)
+    emerge = sub.add_parser("emergence", help="Lab 17's family of small decoders learning addition")
+    emerge.add_argument("--out-dir", metavar="DIR", help="write the models and log.json here (default: checkpoints/emergence)")
+    emerge.set_defaults(run=emergence_command)
 
     args = parser.parse_args(argv)
     try:
