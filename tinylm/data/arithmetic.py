@@ -12,8 +12,8 @@ of tokens.  By default (``reverse=True``) every number is written **least signif
 first**, the order in which we add by hand: the answer's k-th digit is then the sum of the two
 operands' k-th digits and the carry from the digit just written, all a fixed distance back.
 Written the usual way, the first answer digit already depends on every carry below it, which a
-small model learns far more slowly (Lee et al., 2023, *Teaching arithmetic to small
-Transformers*, found reversed answers learnt with much less data).
+small model learns far more slowly (Lee et al., 2024, *Teaching arithmetic to small
+Transformers*, found reversed answers learnt from far fewer examples).
 
 :func:`split_problems` draws training, validation and test problems that share no problem;
 ``a+b`` and ``b+a`` count as the same problem, so a test problem is new to the model in either
