@@ -12,6 +12,9 @@ Commands
                                         committed; writes results/scaling_laws.json
   score NAME [--limit N]                score the ladder's test text with a pre-trained model (the LLM rung);
                                         writes results/score-NAME.json
+  speedrun [--recipe R] [--pilot S]     the three-minute speedrun: train a recipe (default: the record's) for
+                                        at most 180 CPU-seconds on one thread, score validation, and if it is
+                                        the best there, the test text; writes results/speedrun.json
   ablate STUDY [--seeds S ...] [--budget S] [--reuse-steps]
                                         an ablation: variants trained for equal CPU-seconds (llama-parts,
                                         moe); writes results/ablate-STUDY.json (and checkpoints/ablate-STUDY/)
@@ -106,6 +109,30 @@ def scaling_command(args) -> int:
     return 0
 
 
+def speedrun_command(args) -> int:
+    from .training import speedrun
+
+    sub = speedrun.load_submission(args.recipe) if args.recipe else speedrun.CANDIDATES[speedrun.RECORD]
+    out = Path(args.out_dir) if args.out_dir else None
+    if args.pilot:
+        e = speedrun.run_pilot(sub, args.pilot, out)
+        print(f"pilot {e['name']} for {args.pilot:g} CPU-s: {e['steps']:,} steps in {e['train_cpu_seconds']:.1f} CPU-s, "
+              f"validation {e['valid_bpc']:.4f} bpc; the whole recipe would take about "
+              f"{e['projected_cpu_seconds']:.0f} CPU-s (budget {speedrun.BUDGET:g})")
+        return 0
+    e = speedrun.compete(sub, out)
+    print(f"{e['name']}: {e['steps']:,} steps in {e['train_cpu_seconds']:.1f} CPU-s of training (budget "
+          f"{speedrun.BUDGET:g}), validation {e['valid_bpc']:.4f} bpc")
+    results = speedrun.load_results(out)
+    if e.get("record"):
+        print(f"the best on validation: the record. Test {e['test_bpc']:.4f} bpc; wrote {speedrun.record_dir(out)}")
+    else:
+        print(f"not the best on validation (the record is {results['record']['name'] if results['record'] else '?'}); "
+              "test not scored")
+    print(speedrun.leaderboard_table(results))
+    return 0
+
+
 def ablate_command(args) -> int:
     from .training import ablations
 
@@ -160,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     scorer.add_argument("name", help="a pre-trained model (smollm2-135m-instruct)")
     scorer.add_argument("--limit", type=int, metavar="N", help="only the first N characters (a trial)")
     scorer.set_defaults(run=score_command)
+    runner = sub.add_parser("speedrun", help="the three-minute speedrun (180 CPU-seconds of training, one thread)")
+    runner.add_argument("--recipe", metavar="R", help="a candidate's name, a JSON file or JSON text (default: the record's)")
+    runner.add_argument("--pilot", type=float, metavar="S",
+                        help="a pilot: the recipe with its steps scaled to S of the 180 CPU-seconds (validation only)")
+    runner.add_argument("--out-dir", metavar="DIR",
+                        help="write speedrun.json and record/ to DIR (default: results/ and checkpoints/speedrun/)")
+    runner.set_defaults(run=speedrun_command)
     ablate = sub.add_parser("ablate", help="an ablation study: variants trained for equal CPU-seconds")
     ablate.add_argument("study", help="llama-parts or moe")
     ablate.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds to run (default: the study's)")

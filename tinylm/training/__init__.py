@@ -13,6 +13,7 @@
 - :mod:`tinylm.training.scaling`         scaling laws: a sweep over model size and tokens, the fitted law, a held-out prediction
 - :mod:`tinylm.training.ablations`       ablations: variants trained for equal CPU-seconds at equal size (LLaMA's parts, MoE)
 - :mod:`tinylm.training.emergence`       a family of small decoders learning addition, for Lab 17 (``python -m tinylm emergence``)
+- :mod:`tinylm.training.speedrun`        the three-minute speedrun: rules, candidates, leaderboard (``python -m tinylm speedrun``)
 """
 
 from .causal_lm import CausalLM
