@@ -213,10 +213,11 @@ class Budgeted:
         return metrics
 
 
-def train(made: LanguageModelRecipe, budget: float = BUDGET, progress: bool = False):
+def train(made: LanguageModelRecipe, budget: float | None = None, progress: bool = False):
     """Train a recipe under the rules; return ``(model, tokenizer, entry)`` where ``entry`` holds
     its validation bpc and CPU-seconds.  Raises :class:`OverBudget` (nothing returned) when its
     training steps took more than ``budget`` CPU-seconds."""
+    budget = BUDGET if budget is None else budget
     with one_thread_deterministic():
         import torch
 
@@ -232,7 +233,8 @@ def train(made: LanguageModelRecipe, budget: float = BUDGET, progress: bool = Fa
         total = time.process_time() - loop_start
         threads = torch.get_num_threads()
     if history.train_cpu_seconds > budget + TOLERANCE:
-        raise OverBudget(f"{made.name}: its {history.steps_done:,} steps took {history.train_cpu_seconds:.2f} "
+        raise OverBudget(f"{made.name}: its {history.steps_done:,} step{'s' * (history.steps_done != 1)} took "
+                         f"{history.train_cpu_seconds:.2f} "
                          f"CPU-seconds, over the budget of {budget:g} (no tolerance); nothing is recorded")
     t = made.train
     entry = {
@@ -319,13 +321,13 @@ def best(leaderboard: list[dict]) -> dict:
     return min(leaderboard, key=lambda e: (e["valid_bpc"], e["train_cpu_seconds"]))
 
 
-def compete(sub: dict, out_dir: Path | None = None, budget: float = BUDGET, progress: bool = True) -> dict:
+def compete(sub: dict, out_dir: Path | None = None, budget: float | None = None, progress: bool = True) -> dict:
     """A full run of a submission (the command ``python -m tinylm speedrun``): train it under the
     rules, enter its validation score in the leaderboard, and if it is the best there, score the
     test split once and make it the record (its checkpoint written too).  Returns its entry
     (``"record": True`` when it became the record, with ``test_bpc``)."""
     made = recipe(sub)
-    model, tokenizer, entry = train(made, budget, progress)
+    model, tokenizer, entry = train(made, BUDGET if budget is None else budget, progress)
     entry.update(stamp())
     results = load_results(out_dir)
     board = [e for e in results["leaderboard"] if e["name"] != entry["name"]] + [entry]
@@ -336,7 +338,6 @@ def compete(sub: dict, out_dir: Path | None = None, budget: float = BUDGET, prog
         with one_thread_deterministic():
             entry["test_bpc"] = round(score_test(model, tokenizer, made.train.context), 4)
         record = dict(entry, test_cpu_seconds=round(time.process_time() - start, 1), checkpoint=RECORD_DIR)
-        entry["record"] = True
         from ..checkpoint import save
         from ..results import readonly
 
@@ -351,7 +352,7 @@ def compete(sub: dict, out_dir: Path | None = None, budget: float = BUDGET, prog
     results.update(rules=rules(), record=record)
     results.setdefault("pilots", [])
     save_results(results, out_dir)
-    return entry
+    return dict(entry, record=record is not None and record["name"] == entry["name"] and "test_bpc" in entry)
 
 
 def run_pilot(sub: dict, seconds: float, out_dir: Path | None = None, progress: bool = True) -> dict:
