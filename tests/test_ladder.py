@@ -43,12 +43,23 @@ def test_labs_that_record_rungs_have_them_on_file():
             assert notebook.stem in on_file, f"{notebook.name} records rungs but none are on file"
 
 
-def test_every_results_file_is_referenced_by_a_lab():
+WRITTEN_BY_COMMANDS = {"ladder": "python -m tinylm_course execute (labs call ladder.record)",
+                       "lab_budget": "python -m tinylm_course bench", "gpt_speed": "python -m tinylm speed",
+                       "scaling_laws": "python -m tinylm scaling", "speedrun": "python -m tinylm speedrun",
+                       "score-": "python -m tinylm score", "ablate-": "python -m tinylm ablate"}
+"""Results that a command writes (a name, or a prefix ending in -), and the command."""
+
+
+def test_every_results_file_is_saved_by_a_lab_or_a_command():
     sources = "\n".join(p.read_text() for p in (ROOT / "labs").glob("*.ipynb"))
+    commands = (ROOT / "tinylm" / "__main__.py").read_text() + (ROOT / "tinylm_course" / "__main__.py").read_text()
     for path in (ROOT / "results").glob("*.json"):
-        if path.stem in ("ladder", "lab_budget", "gpt_speed"):   # written by commands (bench, speed)
+        command = next((c for key, c in WRITTEN_BY_COMMANDS.items()
+                        if path.stem == key or (key.endswith("-") and path.stem.startswith(key))), None)
+        if command:
+            assert command.split()[3] in commands, f"{path.name}: no command {command!r}"
             continue
-        assert f'results.save(\\"{path.stem}\\"' in sources, f"no lab saves {path.name}"
+        assert f'results.save(\\"{path.stem}\\"' in sources, f"no lab or command saves {path.name}"
 
 
 @pytest.fixture
