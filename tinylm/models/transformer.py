@@ -477,6 +477,13 @@ class DecoderLM(LanguageModel, nn.Module):
             self.head.weight = self.embed.tokens.weight
 
     def forward(self, ids, state: KVCache | None = None, need_weights: bool = False):
+        hidden, state = self.features(ids, state, need_weights)
+        return self.head(hidden), state
+
+    def features(self, ids, state: KVCache | None = None, need_weights: bool = False):
+        """``(hidden, state)``: the last block's output after the final norm, (B, T, d_model), the
+        vectors the next-token head reads.  A reward model or a value head reads them too
+        (:mod:`tinylm.alignment`)."""
         start = state.length if state is not None else 0
         x = self.embed(ids, start=start)
         for block in self.blocks:
@@ -485,7 +492,7 @@ class DecoderLM(LanguageModel, nn.Module):
             state.length += ids.shape[1]
         if self.config.moe_experts:
             self.aux_loss = self.config.moe_aux_coef * sum(block.mlp.aux_loss for block in self.blocks)
-        return self.head(self.norm(x)), state
+        return self.norm(x), state
 
     def new_state(self) -> KVCache:
         return KVCache()

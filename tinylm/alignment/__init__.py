@@ -1,0 +1,6 @@
+"""Alignment: from a base model that continues text to an assistant that answers.
+
+- :mod:`~tinylm.alignment.losses`  the losses, each a few lines (Bradley-Terry, PPO, DPO, GRPO)
+- :mod:`~tinylm.alignment.sft`     supervised fine-tuning on chat-formatted answers, and how
+  often a model answers held-out requests right
+"""
