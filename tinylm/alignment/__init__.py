@@ -3,4 +3,8 @@
 - :mod:`~tinylm.alignment.losses`  the losses, each a few lines (Bradley-Terry, PPO, DPO, GRPO)
 - :mod:`~tinylm.alignment.sft`     supervised fine-tuning on chat-formatted answers, and how
   often a model answers held-out requests right
+- :mod:`~tinylm.alignment.dpo`     direct preference optimisation: the policy trained on the pairs,
+  no reward model, a frozen reference
+- :mod:`~tinylm.alignment.grpo`    GRPO with a verifiable reward: groups of sampled answers, each
+  group its own baseline
 """
