@@ -3,6 +3,10 @@
 - :mod:`~tinylm.alignment.losses`  the losses, each a few lines (Bradley-Terry, PPO, DPO, GRPO)
 - :mod:`~tinylm.alignment.sft`     supervised fine-tuning on chat-formatted answers, and how
   often a model answers held-out requests right
+- :mod:`~tinylm.alignment.reward`  a reward model: the SFT model's trunk and a scalar head, fitted
+  to preference pairs (Bradley-Terry); a labeller with a taste for length
+- :mod:`~tinylm.alignment.ppo`     RLHF with PPO: rollouts, the KL-penalised reward, a value head,
+  advantages, the clipped update
 - :mod:`~tinylm.alignment.dpo`     direct preference optimisation: the policy trained on the pairs,
   no reward model, a frozen reference
 - :mod:`~tinylm.alignment.grpo`    GRPO with a verifiable reward: groups of sampled answers, each
