@@ -117,12 +117,13 @@ def grpo(policy, reference, prompts: Sequence[Sequence[int]], reward: Reward, co
         advantages = grpo_advantages(rewards, G, scale=config.scale_advantages)
         ids, mask = answer_mask(list(zip(batch_prompts, answers)), pad_id)
         with torch.no_grad():
-            old = token_logprobs(policy, ids, mask)
             ref = token_logprobs(reference, ids, mask)
-        token_advantages = advantages[:, None].expand_as(old)
         clipped = []
-        for _ in range(config.inner_steps):
+        for step in range(config.inner_steps):
             new = token_logprobs(policy, ids, mask)
+            if step == 0:       # the weights that sampled the answers: the "old" policy
+                old = new.detach()
+                token_advantages = advantages[:, None].expand_as(old)
             loss, clipfrac = ppo_clipped_loss(new, old, token_advantages, mask, config.clip)
             if config.beta > 0:
                 loss = loss + config.beta * masked_mean(kl_per_token(new, ref, "k3"), mask)
