@@ -88,11 +88,12 @@ class Recipe:
             raise ValueError(f"--stop-after must be between 1 and {self.steps()} for {self.name}"
                              if self.steps() else f"{self.name} is counted, not trained: it has no steps to stop after")
         with one_thread_deterministic():
-            started, wall = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
+            # the code as it was when the run started (the tree may change while a long run goes on)
+            started, wall, code = datetime.datetime.now(datetime.timezone.utc), time.monotonic(), system.code_commit()
             model, tokenizer, log = self._make(stop_after)
             log.update(wall_seconds=round(time.monotonic() - wall, 1), peak_mb=round(system.peak_memory_mb()),
                        machine={**system.machine(), "threads": torch.get_num_threads()},
-                       started=started.isoformat(timespec="seconds"), stop_after=stop_after)
+                       started=started.isoformat(timespec="seconds"), stop_after=stop_after, code=code)
         save(Path(out_dir) / self.name, model, tokenizer, log)
         return log
 
