@@ -20,6 +20,10 @@ Commands
                                         moe); writes results/ablate-STUDY.json (and checkpoints/ablate-STUDY/)
   emergence [--out-dir DIR]             Lab 17's family of small decoders learning 5-digit addition, every width
                                         trained the same way; writes checkpoints/emergence/ (one folder a model, log.json)
+  align [--stage S ...] [--out-dir DIR]
+                                        the alignment runs from the chat-base model: SFT, preference pairs,
+                                        reward models, PPO, DPO, GRPO and their evaluation (default: every
+                                        stage, in order); writes checkpoints/align/ and results/alignment.json
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
 """
@@ -159,6 +163,19 @@ def emergence_command(args) -> int:
     return 0
 
 
+def align_command(args) -> int:
+    from .alignment import pipeline
+
+    unknown = [s for s in args.stage or () if s not in pipeline.STAGES]
+    if unknown:
+        raise ValueError(f"no stage {unknown[0]!r}; the stages are {', '.join(pipeline.STAGES)}")
+    out = Path(args.out_dir) if args.out_dir else None
+    for name in args.stage or pipeline.STAGES:
+        log = pipeline.STAGES[name](out)
+        print(f"align {name}: {log['cpu_seconds']:.0f} CPU-s; {pipeline.summary(name, log)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tinylm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -205,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     emerge = sub.add_parser("emergence", help="Lab 17's family of small decoders learning addition")
     emerge.add_argument("--out-dir", metavar="DIR", help="write the models and log.json here (default: checkpoints/emergence)")
     emerge.set_defaults(run=emergence_command)
+
+    aligner = sub.add_parser("align", help="the alignment runs: SFT, reward models, PPO, DPO, GRPO, evaluation")
+    aligner.add_argument("--stage", nargs="+", metavar="S", help="run only these stages, in the order given")
+    aligner.add_argument("--out-dir", metavar="DIR", help="write the stages' folders here (default: checkpoints/align)")
+    aligner.set_defaults(run=align_command)
 
     args = parser.parse_args(argv)
     try:

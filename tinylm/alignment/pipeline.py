@@ -1,0 +1,162 @@
+"""The alignment runs, in order, from one command: ``python -m tinylm align``.
+
+1. **base**: the pre-trained base model, the recipe ``chat-base`` (``python -m tinylm train chat-base``);
+2. **sft**: supervised fine-tuning on the training requests (:mod:`~tinylm.alignment.sft`);
+3. **pairs**: preference pairs from the SFT model's samples (:mod:`~tinylm.alignment.preferences`);
+4. the tuned models, each starting from the SFT model, which is also their reference;
+5. **evaluation**: every model's held-out accuracy per task (test requests), its KL to the
+   reference, and its bits per character on the ladder's Shakespeare test text (the "alignment
+   tax"), into ``results/alignment.json``.
+
+Each stage writes its checkpoint under ``checkpoints/align/`` with a log (its configuration,
+CPU-seconds, the code's commit at the start of the run); a later stage loads the checkpoints
+before it, so a stage can be run again alone (``--stage``).  Everything runs on one thread,
+seeded, deterministic.  Configurations were set before the runs and are recorded; any choice
+between them was made on the validation requests, never on test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import system
+from ..data.instructions import ChatTemplate, examples
+from ..paths import course_root
+from ..training.loop import TrainConfig, one_thread_deterministic, seed_everything, train
+from .sft import SFT, accuracy, base_accuracy, sft_pairs
+
+BASE = "chat-base"
+"""The recipe of the base model (:mod:`tinylm.training.recipes`)."""
+
+
+def align_dir() -> Path:
+    return course_root() / "checkpoints" / "align"
+
+
+def load_base():
+    """``(model, tokenizer, log)`` of the committed base model."""
+    from ..checkpoint import load
+
+    return load(course_root() / "checkpoints" / BASE)
+
+
+def load_stage(name: str):
+    """``(model, tokenizer, log)`` of a stage's committed checkpoint, e.g. ``"sft"``."""
+    from ..checkpoint import load
+
+    path = align_dir() / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint {path}: run `python -m tinylm align --stage {name}` first")
+    return load(path)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning: every training request once per pass, answers only in the loss."""
+
+    train: TrainConfig = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup=50, min_lr_ratio=0.1,
+                                     weight_decay=0.0, eval_every=100)
+    valid_per_task: int = 100
+
+
+def run_sft(base, tokenizer, config: SFTConfig = SFTConfig(), stop_after: int | None = None):
+    """``(model, log)``: a copy of ``base`` fine-tuned on every training request in the chat template."""
+    import copy
+
+    template = ChatTemplate(tokenizer)
+    objective = SFT(sft_pairs(examples("train"), template),
+                    sft_pairs(examples("valid", config.valid_per_task), template), pad_id=template.pad_id)
+    seed_everything(config.train.seed)
+    model = copy.deepcopy(base)
+    history = train(model, objective, dataclasses.replace(config.train, stop_after=stop_after))
+    return model, {"history": history.to_dict(), "train_cpu_seconds": round(history.train_cpu_seconds, 1),
+                   "pairs": len(objective.pairs)}
+
+
+def _run(name: str, make, out_dir: Path | None = None) -> dict:
+    """Run one stage on one thread and save its checkpoint with its log."""
+    from ..checkpoint import save
+
+    with one_thread_deterministic():
+        code, started = system.code_commit(), time.process_time()
+        model, tokenizer, log = make()
+        log = {"stage": name, **log, "cpu_seconds": round(time.process_time() - started, 1),
+               "peak_mb": round(system.peak_memory_mb()), "machine": system.machine(), "code": code}
+    save((out_dir or align_dir()) / name, model, tokenizer, log)
+    return log
+
+
+STAGE_SFT = "sft"
+
+
+def stage_sft(out_dir: Path | None = None) -> dict:
+    def make():
+        base, tokenizer, _ = load_base()
+        model, log = run_sft(base, tokenizer)
+        return model, tokenizer, {"config": dataclasses.asdict(SFTConfig()), **log}
+    return _run("sft", make, out_dir)
+
+
+TUNED = ("ppo", "dpo", "grpo")
+"""The three tuned models of the results table, each from the SFT model."""
+
+RESULTS = "alignment"
+"""``results/alignment.json``."""
+
+
+def evaluate(out_dir: Path | None = None, bpc_chars: int | None = None) -> dict:
+    """Score the base model, the SFT model and every tuned model on the test requests; write
+    ``results/alignment.json`` (merged into what the stages before wrote there) and return it."""
+    from .. import results
+    from .measures import kl_to_reference, shakespeare_bpc
+
+    def load(name):
+        from ..checkpoint import load as load_checkpoint
+
+        return load_checkpoint((out_dir or align_dir()) / name)
+
+    base, tokenizer, _ = load_base()
+    sft, _, _ = load(STAGE_SFT)
+    template = ChatTemplate(tokenizer)
+    test = examples("test")
+    models = {"sft": sft, **{name: load(name)[0] for name in TUNED}}
+    store = results.load(RESULTS) if results.path(RESULTS).exists() else {}
+    store.update({
+        "heldout_accuracy": {"base": base_accuracy(base, tokenizer, test),
+                             "base_chat": accuracy(base, template, test),
+                             **{name: accuracy(model, template, test) for name, model in models.items()}},
+        "kl_to_reference": {name: kl_to_reference(model, sft, template, test) for name, model in models.items()},
+        "shakespeare_bpc": {name: shakespeare_bpc(model, tokenizer, bpc_chars)
+                            for name, model in {"base": base, **models}.items()},
+        "test_requests": len(test),
+    })
+    store["heldout_accuracy"]["base_note"] = ("base: few-shot raw prompts (three solved training problems); "
+                                              "base_chat: the chat template, zero-shot")
+    results.save(RESULTS, _rounded(store))
+    return store
+
+
+def _rounded(value, digits: int = 4):
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
+
+
+def summary(name: str, log: dict) -> str:
+    """One line about a stage's result, for the command."""
+    best = log.get("history", {}).get("best") if isinstance(log.get("history"), dict) else None
+    return f"best validation {best}" if best is not None else ", ".join(
+        f"{k} {v}" for k, v in log.items() if k in ("pairs", "accuracy", "pair_accuracy"))
+
+
+STAGES = {"sft": stage_sft}
+"""The stages in the order ``python -m tinylm align`` runs them."""
