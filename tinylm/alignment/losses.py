@@ -83,7 +83,9 @@ def ppo_clipped_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advanta
 
     ratio = π(a|s) / π_old(a|s); loss = mean over tokens of max(−A·ratio, −A·clip(ratio, 1−ε, 1+ε)).
     The clip removes the incentive to move a token's probability more than ε from where it was
-    when the response was sampled."""
+    when the response was sampled.  The mean is over all response tokens of the batch (so a long
+    response weighs more than a short one), as in TRL's default (``loss_type="dapo"``); the
+    clipped share counts the tokens where the clipped term is the larger."""
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
@@ -113,9 +115,12 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
     """GRPO (Shao et al., 2024): each response's reward minus its group's mean, divided by the
-    group's standard deviation (with ``scale``).  ``rewards`` is flat, groups of ``group_size``
+    group's standard deviation plus ``eps`` (with ``scale``; the sample standard deviation, ÷(n−1),
+    and eps = 1e-4, as TRL computes it).  ``rewards`` is flat, groups of ``group_size``
     responses to one prompt in a row.  A group whose responses are all equally good gives all
     zeros: there is nothing to learn from it."""
+    if group_size < 2:
+        raise ValueError(f"GRPO compares the responses to one prompt: group_size must be at least 2, got {group_size}")
     if rewards.dim() != 1 or rewards.numel() % group_size:
         raise ValueError(f"rewards must be flat, a multiple of group_size={group_size} long")
     grouped = rewards.view(-1, group_size)
