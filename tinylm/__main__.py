@@ -166,12 +166,13 @@ def emergence_command(args) -> int:
 def align_command(args) -> int:
     from .alignment import pipeline
 
-    unknown = [s for s in args.stage or () if s not in pipeline.STAGES]
+    stages = {**pipeline.STAGES, **pipeline.SELECTION}
+    unknown = [s for s in args.stage or () if s not in stages]
     if unknown:
-        raise ValueError(f"no stage {unknown[0]!r}; the stages are {', '.join(pipeline.STAGES)}")
+        raise ValueError(f"no stage {unknown[0]!r}; the stages are {', '.join(stages)}")
     out = Path(args.out_dir) if args.out_dir else None
     for name in args.stage or pipeline.STAGES:
-        log = pipeline.STAGES[name](out)
+        log = stages[name](out)
         print(f"align {name}: {log['cpu_seconds']:.0f} CPU-s; {pipeline.summary(name, log)}")
     return 0
 

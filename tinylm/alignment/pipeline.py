@@ -93,12 +93,48 @@ def _run(name: str, make, out_dir: Path | None = None) -> dict:
 
 STAGE_SFT = "sft"
 
+SFT_CANDIDATES = {
+    "sft-600": SFTConfig(),
+    "sft-1500": SFTConfig(train=dataclasses.replace(SFTConfig().train, steps=1500, eval_every=250)),
+    "sft-1500-lr2e-3": SFTConfig(train=dataclasses.replace(SFTConfig().train, steps=1500, eval_every=250, lr=2e-3)),
+}
+"""The SFT recipes compared on the validation requests (``--stage sft-selection``); the
+chosen one is :data:`SFT_CHOICE`, the best on validation (a test checks it against the log)."""
+
+SFT_CHOICE = "sft-600"
+
+
+def stage_sft_selection(out_dir: Path | None = None) -> dict:
+    """Train every SFT candidate and score it on the validation requests (greedy answers); write
+    the logs, without weights, to ``results/selection/alignment-sft.json``."""
+    import json
+
+    from ..paths import course_root as root
+
+    valid = examples("valid")
+    with one_thread_deterministic():
+        code, started = system.code_commit(), time.process_time()
+        base, tokenizer, _ = load_base()
+        template = ChatTemplate(tokenizer)
+        runs = {}
+        for name, config in SFT_CANDIDATES.items():
+            model, log = run_sft(base, tokenizer, config)
+            runs[name] = {"config": dataclasses.asdict(config), "valid_accuracy": accuracy(model, template, valid),
+                          "train_cpu_seconds": log["train_cpu_seconds"]}
+    log = {"stage": "sft-selection", "runs": runs, "best": max(runs, key=lambda n: runs[n]["valid_accuracy"]["all"]),
+           "cpu_seconds": round(time.process_time() - started, 1), "code": code}
+    target = (out_dir or root() / "results" / "selection") / "alignment-sft.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(_rounded(log), indent=1) + "\n")
+    return log
+
 
 def stage_sft(out_dir: Path | None = None) -> dict:
     def make():
         base, tokenizer, _ = load_base()
-        model, log = run_sft(base, tokenizer)
-        return model, tokenizer, {"config": dataclasses.asdict(SFTConfig()), **log}
+        config = SFT_CANDIDATES[SFT_CHOICE]
+        model, log = run_sft(base, tokenizer, config)
+        return model, tokenizer, {"config": dataclasses.asdict(config), "choice": SFT_CHOICE, **log}
     return _run("sft", make, out_dir)
 
 
@@ -155,8 +191,10 @@ def summary(name: str, log: dict) -> str:
     """One line about a stage's result, for the command."""
     best = log.get("history", {}).get("best") if isinstance(log.get("history"), dict) else None
     return f"best validation {best}" if best is not None else ", ".join(
-        f"{k} {v}" for k, v in log.items() if k in ("pairs", "accuracy", "pair_accuracy"))
+        f"{k} {v}" for k, v in log.items() if k in ("pairs", "accuracy", "pair_accuracy", "best"))
 
 
 STAGES = {"sft": stage_sft}
+SELECTION = {"sft-selection": stage_sft_selection}
+"""Stages that choose a recipe on validation; run only when named (``--stage sft-selection``)."""
 """The stages in the order ``python -m tinylm align`` runs them."""
