@@ -30,9 +30,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("trl", reason="TRL is not installed: pip install -r requirements.txt")
+from tinylm.alignment.losses import dpo_loss, grpo_advantages, kl_per_token, masked_mean, ppo_clipped_loss
 
-from tinylm.alignment.losses import dpo_loss, grpo_advantages, kl_per_token, masked_mean, ppo_clipped_loss  # noqa: E402
+pytest.importorskip("trl", reason="TRL is not installed: pip install -r requirements.txt")
 
 VOCAB = ["<pad>", "<eos>", *"abcdefghijklmn"]
 CLOSE = dict(rtol=1e-5, atol=1e-6)
@@ -80,9 +80,10 @@ def trl_parts(tmp_path_factory):
         dpo = DPOTrainer(model=f"{out}/tiny-llama", args=DPOConfig(precompute_ref_log_probs=True, **common),
                          train_dataset=pairs, processing_class=tokenizer)
         prompts = datasets.Dataset.from_dict({"prompt": ["ab", "cd", "ef"]})
-        grpo = {beta: GRPOTrainer(model=f"{out}/tiny-llama", reward_funcs=fixed_reward, train_dataset=prompts, processing_class=tokenizer,
-                                  args=GRPOConfig(num_generations=4, per_device_train_batch_size=4, max_completion_length=3,
-                                                  beta=beta, **common))
+        grpo = {beta: GRPOTrainer(model=f"{out}/tiny-llama", reward_funcs=fixed_reward, train_dataset=prompts,
+                                  processing_class=tokenizer,
+                                  args=GRPOConfig(num_generations=4, per_device_train_batch_size=4,
+                                                  max_completion_length=3, beta=beta, **common))
                 for beta in (0.0, 0.04)}
     torch.set_rng_state(states[0]), np.random.set_state(states[1]), random.setstate(states[2])
     return {"dpo": dpo, "grpo": grpo, "rewards": rewards}
@@ -165,10 +166,10 @@ def test_ppo_clipped_loss_equals_trls_clipped_token_loss(trl_parts):
         assert clipfrac.item() == pytest.approx(theirs_clipfrac, abs=1e-7)
         assert 0.1 < clipfrac.item() < 0.9, "the batch should clip some tokens and not others"
         # wrong variants must not match: no clip, and a mean of per-sequence means (TRL's "grpo")
-        ratio = torch.exp(logprobs - batch["old_per_token_logps"])
-        unclipped = masked_mean(-batch["advantages"] * ratio, mask)
-        per_sequence = masked_mean(torch.maximum(-batch["advantages"] * ratio, -batch["advantages"] * ratio.clamp(0.8, 1.2)),
-                                   mask, dim=1).mean()
+        ratio, advantages = torch.exp(logprobs - batch["old_per_token_logps"]), batch["advantages"]
+        unclipped = masked_mean(-advantages * ratio, mask)
+        per_token = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(0.8, 1.2))
+        per_sequence = masked_mean(per_token, mask, dim=1).mean()
         assert abs(unclipped - theirs) > 1e-3 and abs(per_sequence - theirs) > 1e-3
 
 
@@ -210,7 +211,7 @@ def test_grpo_advantages_equal_trls(trl_parts, scale):
     trl_parts["rewards"]["next"] = rewards.tolist()
     trainer.scale_rewards = "group" if scale else "none"
     try:
-        inputs = [{"prompt": p} for p in ("ab", "cd", "ef") for _ in range(4)]   # TRL's order: a prompt's group in a row
+        inputs = [{"prompt": p} for p in ("ab", "cd", "ef") for _ in range(4)]   # TRL's order: groups in a row
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             theirs = trainer._generate_and_score_completions(inputs)["advantages"]
