@@ -64,6 +64,7 @@ class GRPOConfig(Config):
     scale_advantages: bool = True  # divide by the group's standard deviation
     eval_every: int = 20          # held-out accuracy every this many iterations (and at the end)
     valid_per_task: int = 25
+    train_per_task: int | None = None   # requests per task in the pool (None: all; the pool is mostly ``add``)
     seed: int = 0
 
     def __post_init__(self):
@@ -155,7 +156,7 @@ def run_grpo(sft_model, config: GRPOConfig = GRPOConfig(), template=None):
     from .sft import accuracy
 
     template = template or ChatTemplate(chat_tokenizer())
-    train_examples = examples("train")
+    train_examples = examples("train", per_task=config.train_per_task)
     valid = examples("valid", per_task=config.valid_per_task)
     specials = len(template.tokenizer.special_tokens)
 
