@@ -64,7 +64,7 @@ class GRPOConfig(Config):
     scale_advantages: bool = True  # divide by the group's standard deviation
     eval_every: int = 20          # held-out accuracy every this many iterations (and at the end)
     valid_per_task: int = 25
-    train_per_task: int | None = None   # requests per task in the pool (None: all; the pool is mostly ``add``)
+    train_per_task: int | None = 800    # requests per task in the pool (None: all of them, mostly ``add``)
     seed: int = 0
 
     def __post_init__(self):
