@@ -18,6 +18,7 @@ between them was made on the validation requests, never on test.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,11 @@ def load_base():
     return load(course_root() / "checkpoints" / BASE)
 
 
-def load_stage(name: str):
+def load_stage(name: str, out_dir: Path | None = None):
     """``(model, tokenizer, log)`` of a stage's committed checkpoint, e.g. ``"sft"``."""
     from ..checkpoint import load
 
-    path = align_dir() / name
+    path = (out_dir or align_dir()) / name
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint {path}: run `python -m tinylm align --stage {name}` first")
     return load(path)
@@ -138,6 +139,137 @@ def stage_sft(out_dir: Path | None = None) -> dict:
     return _run("sft", make, out_dir)
 
 
+# --------------------------------------------------------------------------- preference pairs
+
+PAIR_SPLITS = ("train", "valid", "test")
+FLAWED_TEMPERATURE = 1.5
+"""The flawed labeller is shown answers sampled hotter, so that more pairs differ in length."""
+
+
+def pairs_dir(out_dir: Path | None = None) -> Path:
+    return (out_dir or align_dir()) / "pairs"
+
+
+def stage_pairs(out_dir: Path | None = None) -> dict:
+    """Preference pairs from the SFT model's samples, for every request of each split: labelled
+    by the honest labeller, and (train and valid) by the labeller with a taste for length."""
+    from .preferences import candidates, label, pair_agreement, prefers_correct, save_pairs
+    from .reward import verbose_labeller
+
+    with one_thread_deterministic():
+        code, started = system.code_commit(), time.process_time()
+        sft, tokenizer, _ = load_stage(STAGE_SFT, out_dir)
+        template = ChatTemplate(tokenizer)
+        counts = {}
+        for split in PAIR_SPLITS:
+            requests = examples(split)
+            honest = label(requests, candidates(sft, template, requests), template, prefers_correct)
+            save_pairs(pairs_dir(out_dir) / f"{split}.json", honest)
+            counts[split] = len(honest)
+            if split != "test":
+                flawed = label(requests, candidates(sft, template, requests, temperature=FLAWED_TEMPERATURE),
+                               template, verbose_labeller(1.0))
+                save_pairs(pairs_dir(out_dir) / f"flawed-{split}.json", flawed)
+                counts[f"flawed-{split}"] = len(flawed)
+                counts[f"flawed-{split}-honest-agreement"] = pair_agreement(flawed, template, prefers_correct)
+    log = {"stage": "pairs", "pairs": counts, "requests": {s: len(examples(s)) for s in PAIR_SPLITS},
+           "cpu_seconds": round(time.process_time() - started, 1), "code": code}
+    (pairs_dir(out_dir) / "log.json").write_text(json.dumps(_rounded(log), indent=1) + "\n")
+    return log
+
+
+def load_pairs(name: str, out_dir: Path | None = None):
+    from .preferences import load_pairs as read
+
+    path = pairs_dir(out_dir) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no pairs {path}: run `python -m tinylm align --stage pairs` first")
+    return read(path)
+
+
+# --------------------------------------------------------------------------- reward models and PPO
+
+def _reward_config():
+    from .reward import RewardConfig
+
+    return RewardConfig(train=TrainConfig(steps=600, batch_size=32, lr=3e-4, warmup=20, min_lr_ratio=0.1,
+                                          weight_decay=0.0, eval_every=100, progress=False))
+
+
+def _stage_reward(name: str, flawed: bool, out_dir: Path | None) -> dict:
+    from .reward import pair_accuracy, save_reward_model, train_reward_model
+
+    prefix = "flawed-" if flawed else ""
+    with one_thread_deterministic():
+        code, started = system.code_commit(), time.process_time()
+        sft, tokenizer, _ = load_stage(STAGE_SFT, out_dir)
+        config = _reward_config()
+        rm, log = train_reward_model(sft, load_pairs(f"{prefix}train", out_dir), load_pairs(f"{prefix}valid", out_dir),
+                                     config)
+        log["test_pair_accuracy"] = round(pair_accuracy(rm, load_pairs("test", out_dir)), 4)
+        if flawed:
+            log["honest_valid_pair_accuracy"] = round(pair_accuracy(rm, load_pairs("valid", out_dir)), 4)
+        log = {"stage": name, "config": dataclasses.asdict(config), **log,
+               "cpu_seconds": round(time.process_time() - started, 1), "peak_mb": round(system.peak_memory_mb()),
+               "machine": system.machine(), "code": code}
+    save_reward_model((out_dir or align_dir()) / name, rm, tokenizer, log)
+    return log
+
+
+def stage_reward(out_dir: Path | None = None) -> dict:
+    """The reward model, fitted to the honest labeller's pairs."""
+    return _stage_reward("reward", False, out_dir)
+
+
+def stage_reward_flawed(out_dir: Path | None = None) -> dict:
+    """A reward model fitted to the pairs of the labeller with a taste for length."""
+    return _stage_reward("reward-flawed", True, out_dir)
+
+
+def load_reward(name: str = "reward", out_dir: Path | None = None):
+    from .reward import load_reward_model
+
+    path = (out_dir or align_dir()) / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"no reward model {path}: run `python -m tinylm align --stage {name}` first")
+    return load_reward_model(path)
+
+
+def ppo_configs():
+    """The PPO runs: the main one against the honest reward model, and two against the flawed
+    one, with a small KL coefficient (reward hacking) and a large one (the leash)."""
+    from .ppo import PPOConfig
+
+    return {"ppo": ("reward", PPOConfig(iterations=60, lr=1e-5, beta=0.1)),
+            "ppo-hacked": ("reward-flawed", PPOConfig(iterations=60, lr=3e-5, beta=0.01, max_new_tokens=16)),
+            "ppo-leash": ("reward-flawed", PPOConfig(iterations=60, lr=3e-5, beta=0.2, max_new_tokens=16))}
+
+
+def _stage_ppo(name: str, out_dir: Path | None) -> dict:
+    from .ppo import run_ppo
+
+    reward_name, config = ppo_configs()[name]
+
+    def make():
+        sft, tokenizer, _ = load_stage(STAGE_SFT, out_dir)
+        rm, _, _ = load_reward(reward_name, out_dir)
+        policy, log = run_ppo(sft, rm.score, config, ChatTemplate(tokenizer))
+        return policy, tokenizer, {"reward_model": reward_name, "config": dataclasses.asdict(config), **log}
+    return _run(name, make, out_dir)
+
+
+def stage_ppo(out_dir: Path | None = None) -> dict:
+    return _stage_ppo("ppo", out_dir)
+
+
+def stage_ppo_hacked(out_dir: Path | None = None) -> dict:
+    return _stage_ppo("ppo-hacked", out_dir)
+
+
+def stage_ppo_leash(out_dir: Path | None = None) -> dict:
+    return _stage_ppo("ppo-leash", out_dir)
+
+
 TUNED = ("ppo", "dpo", "grpo")
 """The three tuned models of the results table, each from the SFT model."""
 
@@ -152,9 +284,7 @@ def evaluate(out_dir: Path | None = None, bpc_chars: int | None = None) -> dict:
     from .measures import kl_to_reference, shakespeare_bpc
 
     def load(name):
-        from ..checkpoint import load as load_checkpoint
-
-        return load_checkpoint((out_dir or align_dir()) / name)
+        return load_stage(name, out_dir)
 
     base, tokenizer, _ = load_base()
     sft, _, _ = load(STAGE_SFT)
@@ -194,7 +324,8 @@ def summary(name: str, log: dict) -> str:
         f"{k} {v}" for k, v in log.items() if k in ("pairs", "accuracy", "pair_accuracy", "best"))
 
 
-STAGES = {"sft": stage_sft}
+STAGES = {"sft": stage_sft, "pairs": stage_pairs, "reward": stage_reward, "reward-flawed": stage_reward_flawed,
+          "ppo": stage_ppo, "ppo-hacked": stage_ppo_hacked, "ppo-leash": stage_ppo_leash}
 SELECTION = {"sft-selection": stage_sft_selection}
 """Stages that choose a recipe on validation; run only when named (``--stage sft-selection``)."""
 """The stages in the order ``python -m tinylm align`` runs them."""

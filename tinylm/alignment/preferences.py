@@ -98,3 +98,25 @@ def pair_agreement(pairs: Sequence[Pair], template: ChatTemplate, labeller: Labe
     decode = template.tokenizer.decode
     return float(np.mean([labeller(p.example, decode(p.chosen[:-1]), decode(p.rejected[:-1]), rng) == 0
                           for p in pairs]))
+
+
+def save_pairs(path, pairs: Sequence[Pair]) -> None:
+    """Write pairs as JSON: ids, and the request's task, problem and language (to check answers)."""
+    import json
+    from pathlib import Path
+
+    rows = [{"prompt": list(p.prompt), "chosen": list(p.chosen), "rejected": list(p.rejected),
+             "task": p.example.task, "problem": p.example.problem, "language": p.example.language} for p in pairs]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rows, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def load_pairs(path) -> list[Pair]:
+    """The pairs :func:`save_pairs` wrote."""
+    import json
+    from pathlib import Path
+
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [Pair(tuple(r["prompt"]), tuple(r["chosen"]), tuple(r["rejected"]),
+                 Example(r["task"], tuple(r["problem"]) if isinstance(r["problem"], list) else r["problem"],
+                         r["language"])) for r in rows]
