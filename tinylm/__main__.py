@@ -173,7 +173,7 @@ def align_command(args) -> int:
     out = Path(args.out_dir) if args.out_dir else None
     for name in args.stage or pipeline.STAGES:
         log = stages[name](out)
-        print(f"align {name}: {log['cpu_seconds']:.0f} CPU-s; {pipeline.summary(name, log)}")
+        print(f"align {name}: {log.get('cpu_seconds', 0):.0f} CPU-s; {pipeline.summary(name, log)}")
     return 0
 
 

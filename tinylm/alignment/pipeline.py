@@ -270,8 +270,59 @@ def stage_ppo_leash(out_dir: Path | None = None) -> dict:
     return _stage_ppo("ppo-leash", out_dir)
 
 
+# --------------------------------------------------------------------------- DPO and GRPO
+
+DPO_BETAS = (0.03, 0.1, 0.3)
+"""DPO's sweep for the reward-against-KL plot; the main DPO model is the one at DPOConfig's β."""
+
+
+def stage_dpo(out_dir: Path | None = None) -> dict:
+    """DPO on the honest pairs (the main model, β = 0.1), and the β sweep on validation requests."""
+    from .dpo import DPOConfig, beta_sweep, run_dpo
+
+    def make():
+        sft, tokenizer, _ = load_stage(STAGE_SFT, out_dir)
+        template = ChatTemplate(tokenizer)
+        train_pairs, valid_pairs = load_pairs("train", out_dir), load_pairs("valid", out_dir)
+        config = DPOConfig()
+        policy, log = run_dpo(sft, train_pairs, valid_pairs, config, template.pad_id)
+        sweep = beta_sweep(sft, template, train_pairs, valid_pairs, examples("valid"),
+                           [b for b in DPO_BETAS if b != config.beta], config)
+        return policy, tokenizer, {"config": config.to_dict(), **log, "sweep": sweep}
+    return _run("dpo", make, out_dir)
+
+
+def grpo_configs():
+    from .grpo import GRPOConfig
+
+    return {"grpo": GRPOConfig(), "grpo-nokl": GRPOConfig(beta=0.0)}
+
+
+def _stage_grpo(name: str, out_dir: Path | None) -> dict:
+    from .grpo import run_grpo
+
+    config = grpo_configs()[name]
+
+    def make():
+        sft, tokenizer, _ = load_stage(STAGE_SFT, out_dir)
+        policy, log = run_grpo(sft, config, ChatTemplate(tokenizer))
+        return policy, tokenizer, {"config": config.to_dict(), **log}
+    return _run(name, make, out_dir)
+
+
+def stage_grpo(out_dir: Path | None = None) -> dict:
+    return _stage_grpo("grpo", out_dir)
+
+
+def stage_grpo_nokl(out_dir: Path | None = None) -> dict:
+    return _stage_grpo("grpo-nokl", out_dir)
+
+
 TUNED = ("ppo", "dpo", "grpo")
 """The three tuned models of the results table, each from the SFT model."""
+EXTRA = ("ppo-hacked", "ppo-leash", "grpo-nokl")
+"""Tuned models that show one effect (reward hacking, the KL leash, GRPO without its KL term):
+scored on test like the others, outside the main table."""
 
 RESULTS = "alignment"
 """``results/alignment.json``."""
@@ -281,28 +332,35 @@ def evaluate(out_dir: Path | None = None, bpc_chars: int | None = None) -> dict:
     """Score the base model, the SFT model and every tuned model on the test requests; write
     ``results/alignment.json`` (merged into what the stages before wrote there) and return it."""
     from .. import results
-    from .measures import kl_to_reference, shakespeare_bpc
+    from .measures import KL_SAMPLES, kl_to_reference, shakespeare_bpc
 
     def load(name):
         return load_stage(name, out_dir)
 
+    code, started = system.code_commit(), time.process_time()
     base, tokenizer, _ = load_base()
     sft, _, _ = load(STAGE_SFT)
     template = ChatTemplate(tokenizer)
     test = examples("test")
-    models = {"sft": sft, **{name: load(name)[0] for name in TUNED}}
+    models = {"sft": sft, **{name: load(name)[0] for name in TUNED + EXTRA}}
     store = results.load(RESULTS) if results.path(RESULTS).exists() else {}
     store.update({
         "heldout_accuracy": {"base": base_accuracy(base, tokenizer, test),
                              "base_chat": accuracy(base, template, test),
                              **{name: accuracy(model, template, test) for name, model in models.items()}},
         "kl_to_reference": {name: kl_to_reference(model, sft, template, test) for name, model in models.items()},
-        "shakespeare_bpc": {name: shakespeare_bpc(model, tokenizer, bpc_chars)
-                            for name, model in {"base": base, **models}.items()},
+        "shakespeare_bpc": {name: shakespeare_bpc(model, tokenizer, bpc_chars)      # the table's models
+                            for name, model in {"base": base, **models}.items() if name not in EXTRA},
+        "reward_model_accuracy": load_reward("reward", out_dir)[2]["test_pair_accuracy"],
+        "flawed_reward_model_accuracy": load_reward("reward-flawed", out_dir)[2]["test_pair_accuracy"],
         "test_requests": len(test),
     })
     store["heldout_accuracy"]["base_note"] = ("base: few-shot raw prompts (three solved training problems); "
                                               "base_chat: the chat template, zero-shot")
+    store["evaluation"] = {"cpu_seconds": round(time.process_time() - started, 1), "code": code,
+                           "kl": f"kl_to_reference on the test requests, {KL_SAMPLES} sampled answers each",
+                           "bpc": "the whole Shakespeare test split" if bpc_chars is None else f"its first {bpc_chars:,} characters"}
+    store["cpu_seconds"] = store["evaluation"]["cpu_seconds"]
     results.save(RESULTS, _rounded(store))
     return store
 
@@ -325,7 +383,8 @@ def summary(name: str, log: dict) -> str:
 
 
 STAGES = {"sft": stage_sft, "pairs": stage_pairs, "reward": stage_reward, "reward-flawed": stage_reward_flawed,
-          "ppo": stage_ppo, "ppo-hacked": stage_ppo_hacked, "ppo-leash": stage_ppo_leash}
+          "ppo": stage_ppo, "ppo-hacked": stage_ppo_hacked, "ppo-leash": stage_ppo_leash, "dpo": stage_dpo,
+          "grpo": stage_grpo, "grpo-nokl": stage_grpo_nokl, "evaluate": evaluate}
 SELECTION = {"sft-selection": stage_sft_selection}
 """Stages that choose a recipe on validation; run only when named (``--stage sft-selection``)."""
 """The stages in the order ``python -m tinylm align`` runs them."""
