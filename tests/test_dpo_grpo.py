@@ -143,8 +143,14 @@ def test_groups_with_equal_rewards_move_nothing(beta):
     assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
 
 
-def test_finished_answers_get_their_stop_token_back():
-    assert grpo.complete([[3], [3, 4, 5], []], STOP, 3) == [[3, STOP], [3, 4, 5], [STOP]]
+def test_finished_answers_keep_their_stop_token():
+    from tinylm.alignment.sft import sample
+
+    model = tiny()
+    prompts = [list(p) for p in PROMPTS]
+    kept = sample(model, prompts, 3, 1.0, torch.Generator().manual_seed(0), STOP, keep_stop=True)
+    plain = sample(model, prompts, 3, 1.0, torch.Generator().manual_seed(0), STOP)
+    assert [k == (p + [STOP] if len(p) < 3 else p) for k, p in zip(kept, plain)] == [True] * len(prompts)
 
 
 def test_grpo_rejects_bad_input():

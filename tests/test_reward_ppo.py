@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from tinylm.alignment.losses import gae, kl_per_token
-from tinylm.alignment.ppo import (PolicyWithValue, PPOConfig, batch_of, per_token_rewards, responses_with_end,
-                                  run_ppo)
+from tinylm.alignment.losses import gae
+from tinylm.alignment.ppo import PolicyWithValue, PPOConfig, batch_of, per_token_rewards, run_ppo
 from tinylm.alignment.reward import (Preferences, RewardConfig, RewardModel, load_reward_model, pair_accuracy,
                                      save_reward_model, train_reward_model, verbose_labeller)
 from tinylm.data.instructions import ChatTemplate, Example, chat_tokenizer, examples
@@ -115,8 +114,16 @@ def test_per_token_rewards_put_the_score_at_the_last_response_token():
     assert abs(float(adv[0, 1]) - (2.0 - 0.5 * (1 + 2 + 3))) < 1e-5
 
 
-def test_responses_with_end():
-    assert responses_with_end([[5, 6], [5, 6, 7]], end_id=4, max_new_tokens=3) == [[5, 6, 4], [5, 6, 7]]
+def test_sampled_responses_keep_their_end(template):
+    """RL keeps the stop token the policy chose; a response without it was cut off at the limit."""
+    from tinylm.alignment.sft import sample
+
+    model = tiny(len(template.tokenizer))
+    prompts = [template.prompt("What is 1+2?"), template.prompt("Reverse the word night.")] * 8
+    kept = sample(model, prompts, 3, 1.0, torch.Generator().manual_seed(0), stop=template.end_id, keep_stop=True)
+    plain = sample(model, prompts, 3, 1.0, torch.Generator().manual_seed(0), stop=template.end_id)
+    for k, p in zip(kept, plain):
+        assert k == (p + [template.end_id] if len(p) < 3 else p)
 
 
 def test_ppo_raises_a_toy_reward_and_moves_away_from_the_reference(template):

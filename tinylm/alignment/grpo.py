@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from ..inference.scoring import token_logprobs
-from ..training.answer_lm import answer_mask
 from ..models.base import Config
+from ..training.answer_lm import answer_mask
 from ..training.loop import seed_everything
 from .losses import grpo_advantages, kl_per_token, masked_mean, ppo_clipped_loss
 from .sft import MAX_ANSWER_TOKENS, sample
@@ -76,14 +76,6 @@ class GRPOConfig(Config):
             raise ValueError("beta must be >= 0 and clip, lr and temperature positive")
 
 
-def complete(answers: list[list[int]], stop: int | None, max_new_tokens: int) -> list[list[int]]:
-    """:func:`~tinylm.alignment.sft.sample` leaves the stop token out; put it back on the answers
-    that ended (those shorter than the limit), since the policy chose it too."""
-    if stop is None:
-        return answers
-    return [a + [stop] if len(a) < max_new_tokens else a for a in answers]
-
-
 def grpo(policy, reference, prompts: Sequence[Sequence[int]], reward: Reward, config: GRPOConfig = GRPOConfig(),
          stop: int | None = None, pad_id: int = 0, evaluate: Callable[[object], float] | None = None) -> dict:
     """Train ``policy`` in place by GRPO on requests drawn from ``prompts`` (token ids), scored by
@@ -112,8 +104,8 @@ def grpo(policy, reference, prompts: Sequence[Sequence[int]], reward: Reward, co
         start = time.process_time()
         chosen = rng.choice(len(prompts), size=min(config.prompts, len(prompts)), replace=False)
         batch_prompts = [list(prompts[i]) for i in chosen for _ in range(G)]
-        answers = complete(sample(policy, batch_prompts, config.max_new_tokens, config.temperature, generator, stop),
-                           stop, config.max_new_tokens)
+        answers = sample(policy, batch_prompts, config.max_new_tokens, config.temperature, generator, stop,
+                         keep_stop=True)
         rewards = torch.tensor([float(reward(int(i), a)) for i, a in zip(np.repeat(chosen, G), answers)])
         advantages = grpo_advantages(rewards, G, scale=config.scale_advantages)
         ids, mask = answer_mask(list(zip(batch_prompts, answers)), pad_id)

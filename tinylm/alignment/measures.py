@@ -18,7 +18,7 @@ import torch
 from ..data.instructions import ChatTemplate, Example
 from ..inference.scoring import token_logprobs
 from ..models.base import evaluating
-from ..training.batches import pad
+from ..training.answer_lm import answer_mask
 from .sft import MAX_ANSWER_TOKENS, sample
 
 KL_SAMPLES = 4
@@ -31,11 +31,7 @@ def response_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequen
     out = []
     with evaluating(model), torch.no_grad():
         for a in range(0, len(prompts), batch_size):
-            rows = [list(p) + list(r) for p, r in zip(prompts[a:a + batch_size], responses[a:a + batch_size])]
-            ids, _ = pad(rows, pad_id)
-            mask = torch.zeros_like(ids, dtype=torch.bool)
-            for i, (p, r) in enumerate(zip(prompts[a:a + batch_size], responses[a:a + batch_size])):
-                mask[i, len(p):len(p) + len(r)] = True
+            ids, mask = answer_mask(list(zip(prompts[a:a + batch_size], responses[a:a + batch_size])), pad_id)
             out.append(token_logprobs(model, ids, mask).sum(1))
     return torch.cat(out)
 
@@ -46,9 +42,7 @@ def kl_to_reference(model, reference, template: ChatTemplate, held_out: Sequence
     their ``<|end|>``) to each held-out request (see the module docstring)."""
     generator = torch.Generator().manual_seed(seed)
     prompts = [template.prompt(e.request()) for e in held_out for _ in range(samples)]
-    answers = sample(model, prompts, MAX_ANSWER_TOKENS, 1.0, generator, stop=template.end_id)
-    # sample() leaves out the stop token: an answer shorter than the limit ended with <|end|>
-    answers = [a + [template.end_id] if len(a) < MAX_ANSWER_TOKENS else a for a in answers]
+    answers = sample(model, prompts, MAX_ANSWER_TOKENS, 1.0, generator, stop=template.end_id, keep_stop=True)
     lp = response_logprobs(model, prompts, answers, template.pad_id)
     lp_ref = response_logprobs(reference, prompts, answers, template.pad_id)
     return float((lp - lp_ref).mean())

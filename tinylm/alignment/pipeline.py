@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .. import system
 from ..data.instructions import ChatTemplate, examples
 from ..paths import course_root

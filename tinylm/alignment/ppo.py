@@ -44,7 +44,7 @@ from torch import nn
 from ..data.instructions import ChatTemplate, Example, chat_tokenizer, examples
 from ..inference.scoring import token_logprobs
 from ..models.base import evaluating
-from ..training.batches import pad
+from ..training.answer_lm import answer_mask
 from .losses import gae, kl_per_token, ppo_clipped_loss, value_loss, whiten
 from .measures import kl_to_reference
 from .sft import accuracy, sample
@@ -131,19 +131,10 @@ class Rollout:
     returns: torch.Tensor
 
 
-def responses_with_end(drawn: Sequence[Sequence[int]], end_id: int, max_new_tokens: int) -> list[list[int]]:
-    """:func:`~tinylm.alignment.sft.sample` leaves out the stop token: put ``<|end|>`` back after
-    each response that stopped (shorter than ``max_new_tokens``); a cut-off one stays as it is."""
-    return [list(r) + [end_id] if len(r) < max_new_tokens else list(r) for r in drawn]
-
-
 def batch_of(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int):
-    """``(ids, mask)``: each prompt then its response, right-padded; ``mask`` at the responses."""
-    ids, _ = pad([list(p) + list(r) for p, r in zip(prompts, responses)], pad_id)
-    mask = torch.zeros_like(ids, dtype=torch.bool)
-    for row, (p, r) in enumerate(zip(prompts, responses)):
-        mask[row, len(p): len(p) + len(r)] = True
-    return ids, mask
+    """``(ids, mask)``: each prompt then its response, right-padded; ``mask`` at the responses
+    (SFT's :func:`~tinylm.training.answer_lm.answer_mask`)."""
+    return answer_mask(list(zip(prompts, responses)), pad_id)
 
 
 def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -165,8 +156,8 @@ def _scores(reward_fn: RewardFn, prompts, responses) -> torch.Tensor:
 def rollout(policy: PolicyWithValue, reference, reward_fn: RewardFn, prompts: list[list[int]], template: ChatTemplate,
             config: PPOConfig, generator: torch.Generator) -> Rollout:
     """Sample responses to ``prompts``, score them, and compute the advantages (no gradients)."""
-    drawn = sample(policy.lm, prompts, config.max_new_tokens, config.temperature, generator, stop=template.end_id)
-    responses = responses_with_end(drawn, template.end_id, config.max_new_tokens)
+    responses = sample(policy.lm, prompts, config.max_new_tokens, config.temperature, generator, stop=template.end_id,
+                       keep_stop=True)
     keep = [i for i, r in enumerate(responses) if r]      # an empty response has nothing to learn from
     prompts, responses = [prompts[i] for i in keep], [responses[i] for i in keep]
     ids, mask = batch_of(prompts, responses, template.pad_id)

@@ -57,7 +57,7 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @classmethod
-    def from_policy(cls, model) -> "RewardModel":
+    def from_policy(cls, model) -> RewardModel:
         """A reward model whose trunk is a copy of ``model`` (the SFT model), weights and all."""
         return cls(copy.deepcopy(model))
 

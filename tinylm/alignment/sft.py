@@ -21,7 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..data.instructions import ChatTemplate, Example, few_shot_prompt, instruction_tasks
+from ..data.instructions import (
+    ChatTemplate,
+    Example,
+    few_shot_prompt,
+    instruction_tasks,
+)
 from ..inference.sampling import Sampler
 from ..models.base import evaluating
 from ..training.answer_lm import AnswerLM
@@ -41,9 +46,12 @@ def sft_pairs(examples: Sequence[Example], template: ChatTemplate) -> list[tuple
 
 
 def sample(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
-           generator: torch.Generator | None = None, stop: int | None = None) -> list[list[int]]:
+           generator: torch.Generator | None = None, stop: int | None = None,
+           keep_stop: bool = False) -> list[list[int]]:
     """Answers to prompts of any lengths, greedy (``temperature=0``) or drawn at ``temperature``
-    with ``generator``; each stops at ``stop`` (not included) or after ``max_new_tokens``.
+    with ``generator``; each stops at ``stop`` or after ``max_new_tokens``.  The stop token is
+    left out, unless ``keep_stop``: reinforcement learning keeps it, since the policy chose it
+    (an answer that does not end with it was cut off).
 
     The same as :func:`tinylm.generate` with a KV cache, written for speed where alignment needs
     it (thousands of answers in a run): prompts of one length share a batch (our decoder has no
@@ -73,7 +81,7 @@ def sample(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, tempera
                 x = token[:, None]
             table = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in rows]
             for i, row in zip(rows, table):
-                out[i] = [t for t in row if t != -1 and t != stop]
+                out[i] = [t for t in row if t != -1 and (keep_stop or t != stop)]
     return out
 
 
