@@ -23,7 +23,7 @@ from tinylm.training.recipes import CHOICES, RECIPES, LanguageModelRecipe, NGram
 ROOT = course_root(Path(__file__).parent)
 COMMITTED = sorted(p.name for p in (ROOT / "checkpoints").iterdir() if (p / FILES["config"]).is_file())
 MAX_MB = 24   # a 5M-parameter GPT in float32 is 20 MB
-LANGUAGE_MODELS = sorted(name for name, r in RECIPES.items() if isinstance(r, LanguageModelRecipe))
+LANGUAGE_MODELS = sorted(name for name, r in RECIPES.items() if r.kind == "causal-lm")
 CHECKPOINT_FILES = {"model.safetensors", "config.json", "tokenizer.json", "log.json"}
 
 
@@ -50,7 +50,7 @@ def recorded(recipe_log: dict) -> dict:
 def test_every_recipe_is_listed_with_its_kind():
     assert set(LANGUAGE_MODELS) == {"mlp", "rnn", "lstm", "gpt", "gpt2style"}
     assert {name for name, r in RECIPES.items() if r.kind == "ngram"} == {"kn7", "kn5-bpe512"}
-    assert RECIPES["mlm-zh"].kind == "masked-lm"
+    assert RECIPES["mlm-zh"].kind == "masked-lm" and RECIPES["chat-base"].kind == "chat-base"
     assert all(name == r.name for name, r in RECIPES.items())
 
 
@@ -76,6 +76,20 @@ def test_a_trial_run_writes_a_checkpoint_that_loads_and_repeats(name, tmp_path):
     assert log["history"]["steps_done"] == 4 and log["history"]["step"] == [2, 4]
     assert log["stop_after"] is None and log["train_cpu_seconds"] >= 0 and log["peak_mb"] > 0
     assert log["machine"]["threads"] == 1, "recipes run on one thread"
+
+
+def test_the_chat_base_recipe_reads_the_mixture_and_validates_on_its_validation_split(tmp_path):
+    """The alignment chapter's base model: Shakespeare with raw task lines, over the chat vocabulary."""
+    from tinylm.data import instructions
+
+    recipe = small("chat-base")
+    log = recipe.run(tmp_path)
+    model, tok, _ = tinylm.load(tmp_path / recipe.name)
+    assert tok.to_dict() == instructions.chat_tokenizer().to_dict()
+    ids = tok.encode(instructions.pretraining_text("valid")[:500])
+    bpc = metrics.bits_per_char(tinylm.score(model, ids, context=16))
+    assert bpc == pytest.approx(log["history"]["best_valid"], abs=1e-6)
+    assert log["code"]["commit"] is None or "dirty" in log["code"]
 
 
 def learning_rates(monkeypatch):

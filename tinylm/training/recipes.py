@@ -344,7 +344,11 @@ CHOICES: dict[str, Choice] = {
             tokens="bpe-1024"),)),
     "chat-base": Choice("Written with the alignment chapter and run once: its size and steps were set to fit "
                         "about 15 minutes on one core before it ran; no alternative was tried.  Pre-training reads "
-                        "no test problem and no test text."),
+                        "no test problem and no test text.  It ran from commit 855e514; its log names the commit "
+                        "at its end (2303a10, with other files of the tree being edited meanwhile), because it "
+                        "ran before recipes recorded the commit at their start (5c1c05b).  Nothing it imports "
+                        "changed between the two commits but DecoderLM.forward, split into features() and the "
+                        "head with the same arithmetic."),
     "mlm-zh": Choice("Written with Lab 12 (2e344da), in the commit that first reported the fine-tuning "
                      "results it leads to; the runs that chose it were not logged.  Pre-training never "
                      "reads a test split."),
