@@ -711,3 +711,20 @@ class TestRepositoryLabs:
         assert report.error is None, report.format()
         assert report.score == report.max_score > 0, report.format()
         assert report.notes == [], report.format()
+
+
+def test_values_keep_their_shape_between_the_answer_and_the_checks():
+    """A 0-dim tensor, a 0-d array and a numpy scalar cross the process boundary unchanged in shape
+    and type (a check asserting ``loss.dim() == 0`` must see what the student's code returned)."""
+    import numpy as np
+    import torch
+
+    from tinylm_course import isolation
+
+    values = {"loss": torch.tensor(1.5), "grid": torch.zeros(2, 3), "zero_d": np.array(2.0),
+              "mean": np.float64(0.25), "vector": np.arange(3)}
+    back = isolation.decode(isolation.encode(values))
+    assert back["loss"].dim() == 0 and back["loss"].item() == 1.5
+    assert tuple(back["grid"].shape) == (2, 3)
+    assert back["zero_d"].shape == () and back["mean"] == 0.25 and np.ndim(back["mean"]) == 0
+    assert back["vector"].tolist() == [0, 1, 2]

@@ -93,7 +93,7 @@ def _plain(value, arrays: list, depth: int = 0, callables: list | None = None):
         array = np.asarray(value)
         if array.dtype.kind not in "biufcUSmM":
             raise NotPlainData(f"a numpy array of dtype {array.dtype}")
-        arrays.append(np.ascontiguousarray(array))
+        arrays.append(np.array(array, order="C"))       # a copy that keeps 0-d as 0-d (ascontiguousarray would not)
         return {"array" if isinstance(value, np.ndarray) else "scalar": len(arrays) - 1}
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
@@ -101,7 +101,7 @@ def _plain(value, arrays: list, depth: int = 0, callables: list | None = None):
         dtype = str(tensor.dtype).removeprefix("torch.")
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
-        arrays.append(np.ascontiguousarray(tensor.numpy()))
+        arrays.append(np.array(tensor.numpy(), order="C"))
         return {"tensor": len(arrays) - 1, "dtype": dtype}
     if isinstance(value, range):
         return {"range": [value.start, value.stop, value.step]}
