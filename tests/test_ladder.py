@@ -46,7 +46,8 @@ def test_labs_that_record_rungs_have_them_on_file():
 WRITTEN_BY_COMMANDS = {"ladder": "python -m tinylm_course execute (labs call ladder.record)",
                        "lab_budget": "python -m tinylm_course bench", "gpt_speed": "python -m tinylm speed",
                        "scaling_laws": "python -m tinylm scaling", "speedrun": "python -m tinylm speedrun",
-                       "score-": "python -m tinylm score", "ablate-": "python -m tinylm ablate"}
+                       "score-": "python -m tinylm score", "ablate-": "python -m tinylm ablate",
+                       "alignment": "python -m tinylm align"}
 """Results that a command writes (a name, or a prefix ending in -), and the command."""
 
 
