@@ -24,6 +24,9 @@ Commands
                                         the alignment runs from the chat-base model: SFT, preference pairs,
                                         reward models, PPO, DPO, GRPO and their evaluation (default: every
                                         stage, in order); writes checkpoints/align/ and results/alignment.json
+  study NAME [--out-dir DIR]            a study of using LLMs well (decoding, prompting, scratchpad,
+                                        calibration, attacks, memorisation); writes results/study-NAME.json
+                                        (and, if it trains, checkpoints/study/NAME/)
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
 """
@@ -177,6 +180,14 @@ def align_command(args) -> int:
     return 0
 
 
+def study_command(args) -> int:
+    from .usage import studies
+
+    log = studies.run(args.name, Path(args.out_dir) if args.out_dir else None)
+    print(f"study {args.name}: {log.get('cpu_seconds', 0):.0f} CPU-s; wrote results/{studies.result_name(args.name)}.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tinylm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -228,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     aligner.add_argument("--stage", nargs="+", metavar="S", help="run only these stages, in the order given")
     aligner.add_argument("--out-dir", metavar="DIR", help="write the stages' folders here (default: checkpoints/align)")
     aligner.set_defaults(run=align_command)
+    studier = sub.add_parser("study", help="a study of using LLMs well (see tinylm.usage)")
+    studier.add_argument("name", help="decoding, prompting, scratchpad, calibration, attacks or memorisation")
+    studier.add_argument("--out-dir", metavar="DIR", help="write its checkpoints here (default: checkpoints/study/NAME)")
+    studier.set_defaults(run=study_command)
 
     args = parser.parse_args(argv)
     try:
