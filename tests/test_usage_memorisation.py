@@ -39,6 +39,10 @@ def test_candidate_index_is_lexicographic():
     everything = ["".join(p) for p in itertools.product("0123456789", repeat=3)]
     assert [M.candidate_index(s) for s in everything] == list(range(1000))
     assert M.candidate_index("31345") == 31345
+    assert [M.candidate_at(i, 3) for i in range(1000)] == everything
+    assert [M.candidate_at(i, 2, "xyz") for i in range(9)] == ["".join(p) for p in itertools.product("xyz", repeat=2)]
+    with pytest.raises(ValueError, match="candidates"):
+        M.candidate_at(1000, 3)
     with pytest.raises(ValueError, match="non-empty"):
         M.candidate_index("12a")
 
@@ -128,4 +132,5 @@ def test_measure_on_a_model_that_has_memorised_the_secret():
         p = (p[:, None] * table[digits[np.arange(len(p)) % 10]][:, digits]).reshape(-1)
     control = p[int(M.CONTROL)]
     assert out["control"]["rank"] == int((p > control).sum()) + 1
+    assert out["top"] == secret
     assert out["extracted"] and out["greedy"] == secret and out["digits_right"] == 5

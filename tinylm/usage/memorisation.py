@@ -15,11 +15,14 @@ model prefers it to every other), and its **exposure** is
     exposure = log2(number of candidates) - log2(rank),
 
 between 0 (the secret is the least likely of all) and log2(10^5) = 16.61 bits (the most likely).
-A model that never saw the secret ranks it anywhere, exposure about 1.4 bits on average (for
-a rank uniform over N candidates the mean of log2(N / rank) is close to log2 e); a model that has memorised it ranks it first.  Exposure says how many bits of the
-secret the model gives away: an attacker who tries candidates in the model's order finds it after
-``rank`` guesses instead of some fifty thousand.  If it ranks first, **greedy decoding** from the
-prefix writes it out (:func:`measure` tries it), which is the extraction attack in its simplest form.
+A model that never saw the secret ranks it anywhere, exposure about 1.4 bits on average (for a
+rank uniform over N candidates the mean of log2(N / rank) is close to log2 e); a model that has
+memorised it ranks it first.  Exposure says how many bits of the secret the model gives away: an
+attacker who tries candidates in the model's order finds it after ``rank`` guesses instead of
+some fifty thousand, and at rank 1 an attacker who knows the format extracts it with one guess.
+Plain **greedy decoding** from the prefix writes it out only if the model also prefers a digit
+to every other character after the prefix (:func:`measure` tries both): the extraction attack in
+its simplest form.
 
 Ranks are computed exactly: :func:`candidate_log2probs` walks the tree of candidates one digit
 at a time with the model's KV cache (the prefix is read once; each of the 11,111 inner nodes of
@@ -73,7 +76,7 @@ TRAIN_CHARS = 200_000
 VALID_CHARS = 20_000
 """The slice of the validation split scored during training (bits per character, a sanity check)."""
 
-CHECKPOINTS = (25, 50, 100, 150, 200, 300, 400)
+CHECKPOINTS = (50, 100, 200, 300, 400, 600, 800)
 """The training steps at which exposure is measured (the last is the end of training)."""
 
 SEED = 0
@@ -104,6 +107,17 @@ def candidate_index(secret: str, alphabet: str = ALPHABET) -> int:
     for ch in secret:
         index = index * len(alphabet) + alphabet.index(ch)
     return index
+
+
+def candidate_at(index: int, length: int, alphabet: str = ALPHABET) -> str:
+    """The candidate at position ``index`` in lexicographic order (the inverse of :func:`candidate_index`)."""
+    if not 0 <= index < len(alphabet) ** length:
+        raise ValueError(f"index {index} is not one of the {len(alphabet) ** length} candidates of length {length}")
+    symbols = []
+    for _ in range(length):
+        index, digit = divmod(index, len(alphabet))
+        symbols.append(alphabet[digit])
+    return "".join(reversed(symbols))
 
 
 @torch.no_grad()
@@ -163,9 +177,11 @@ def measure(model, tokenizer, secrets: dict[str, str] | None = None, prefix: str
     """Exposure of each named secret (default: the planted one and the control) and what greedy
     decoding writes after the prefix.
 
-    Returns ``{"secret": {"rank", "exposure", "log2prob"}, "control": {...}, "greedy": str,
-    "extracted": bool, "digits_right": int}``; ``extracted`` and ``digits_right`` compare greedy
-    decoding with the planted secret (``secrets["secret"]``).
+    Returns ``{"secret": {"rank", "exposure", "log2prob"}, "control": {...}, "top": str,
+    "greedy": str, "extracted": bool, "digits_right": int}``: ``top`` is the most likely candidate
+    (what an attacker who knows the format tries first: the secret when its rank is 1);
+    ``greedy`` is what plain greedy decoding writes after the prefix (any characters), and
+    ``extracted`` and ``digits_right`` compare it with the planted secret (``secrets["secret"]``).
     """
     from ..inference.sampling import GREEDY, generate
 
@@ -187,7 +203,8 @@ def measure(model, tokenizer, secrets: dict[str, str] | None = None, prefix: str
         out[name] = {"rank": rank, "exposure": exposure(rank, n), "log2prob": float(log2p[index])}
     greedy = tokenizer.decode(generate(model, ids, length, GREEDY))
     planted = secrets.get("secret", next(iter(secrets.values())))
-    out.update(candidates=n, greedy=greedy, extracted=greedy == planted,
+    top = candidate_at(int(np.argmax(log2p)), length, alphabet)
+    out.update(candidates=n, top=top, greedy=greedy, extracted=greedy == planted,
                digits_right=sum(a == b for a, b in zip(greedy, planted)))
     return out
 
@@ -216,7 +233,7 @@ def train_config(steps: int | None = None):
     """The training schedule of every run (``steps`` cuts it short for a pilot)."""
     from ..training import TrainConfig
 
-    return TrainConfig(steps=CHECKPOINTS[-1], batch_size=32, context=128, lr=3e-3, warmup=50, min_lr_ratio=0.1,
+    return TrainConfig(steps=CHECKPOINTS[-1], batch_size=32, context=64, lr=3e-3, warmup=50, min_lr_ratio=0.1,
                        weight_decay=0.1, eval_every=CHECKPOINTS[-1], restore_best=False, seed=SEED,
                        progress=False, stop_after=steps)
 
@@ -248,7 +265,7 @@ def train_one(k: int, steps: int | None = None):
         m = measure(model, tokenizer)
         curve.append({"step": step, "exposure": round(m["secret"]["exposure"], 3), "rank": m["secret"]["rank"],
                       "log2prob": round(m["secret"]["log2prob"], 3),
-                      "control_exposure": round(m["control"]["exposure"], 3), "greedy": m["greedy"],
+                      "control_exposure": round(m["control"]["exposure"], 3), "top": m["top"], "greedy": m["greedy"],
                       "extracted": m["extracted"], "digits_right": m["digits_right"],
                       "measure_cpu_seconds": round(time.process_time() - start, 2)})
     model.load_state_dict(final)
@@ -294,5 +311,5 @@ def load_run(k: int, out_dir: Path | None = None):
     return load_folder(studies.output_dir("memorisation", out_dir) / f"k{k}")
 
 
-__all__ = ["PREFIX", "SECRET", "CONTROL", "INSERTIONS", "exposure", "rank_of", "candidate_index",
+__all__ = ["PREFIX", "SECRET", "CONTROL", "INSERTIONS", "exposure", "rank_of", "candidate_index", "candidate_at",
            "candidate_log2probs", "measure", "plant", "train_one", "run", "load_run"]
