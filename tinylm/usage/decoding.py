@@ -20,7 +20,8 @@ Three comparisons make the study (``python -m tinylm study decoding``, :func:`ru
 - English: the course's GPT rung continues passages of Shakespeare's test text; the LSTM rung
   scores the continuations, and the passages' true continuations are scored the same way (a
   human reference point);
-- Chinese: SmolLM2-135M-Instruct answers Chinese writing requests; a Kneser-Ney character
+- Chinese: SmolLM2-135M-Instruct answers Chinese writing requests (its answer begun for it with
+  the topic, so that it writes Chinese); a Kneser-Ney character
   n-gram counted on the People's Daily training text scores the answers, and People's Daily
   test text is the human reference;
 - a task: the SFT assistant of the alignment chapter answers checkable requests
@@ -225,11 +226,14 @@ CHINESE = dict(new_tokens=48, samples=1, order=4)
 """Chinese: the tokens SmolLM2 writes per answer, samples per prompt, and the order of the
 People's Daily character n-gram that scores the answers."""
 
-CHINESE_REQUESTS = tuple(f"请写一段关于{topic}的短文。" for topic in ("春天", "秋天", "冬天", "夏天", "家乡", "月亮",
-                                                                      "朋友", "学校"))
-"""Chinese writing requests put to SmolLM2, each as one user turn of its chat template ("write a
-short passage about spring", ...); their prompts are equally long (52 tokens), so that a
-strategy writes all eight answers as one batch."""
+CHINESE_TOPICS = ("春天", "秋天", "冬天", "夏天", "家乡", "月亮", "朋友", "学校")
+"""The topics of the Chinese writing requests put to SmolLM2."""
+
+
+def chinese_request(topic: str) -> str:
+    """"Write a short passage about {topic}", in Chinese."""
+    return f"请写一段关于{topic}的短文。"
+
 
 TASK = dict(per_task=50, samples=1)
 """The task comparison: test requests per task (English and Chinese in turn)."""
@@ -296,31 +300,36 @@ def compare_english(chosen: Sequence[Strategy], prompts: int = ENGLISH["prompts"
     return {"prompt": prompt_texts[0], "rows": rows}
 
 
-def compare_chinese(chosen: Sequence[Strategy], requests: Sequence[str] = CHINESE_REQUESTS,
+def compare_chinese(chosen: Sequence[Strategy], topics: Sequence[str] = CHINESE_TOPICS,
                     new_tokens: int = CHINESE["new_tokens"], samples: int = CHINESE["samples"],
                     order: int = CHINESE["order"], model=None) -> dict:
-    """SmolLM2-135M-Instruct answers the Chinese ``requests`` under each strategy; a People's
-    Daily character n-gram scores the answers (given no prompt: the requests are not news text).
-    The human row is People's Daily test text cut into pieces as long as the answers."""
+    """SmolLM2-135M-Instruct answers a Chinese request about each of the ``topics`` under each
+    strategy; a People's Daily character n-gram scores the answers.
+
+    Asked in Chinese, the model often answers in English; so its answer is begun for it with the
+    topic's name (prefilling, 预填: the prompt ends with the chat template's cue to answer and
+    the topic), and what it writes after that is measured, the scorer reading the topic first.
+    The eight prompts are equally long (56 tokens), so a strategy writes all answers as one
+    batch.  The human row is People's Daily test text cut into pieces as long as the answers."""
     from ..checkpoint import load
     from ..data import peoples_daily
     from ..pretrained.smollm2 import chat_prompt
 
     model, tok, _ = model or load("smollm2-135m-instruct")
     scorer, scorer_tok = chinese_scorer(order)
-    prompts = [tok.encode(chat_prompt([{"role": "user", "content": r}])) for r in requests]
+    prompts = [tok.encode(chat_prompt([{"role": "user", "content": chinese_request(t)}]) + t) for t in topics]
     rows, lengths = {}, []
     for strategy in chosen:
         ids = strategy.decode(model, prompts, new_tokens, samples=samples)
         texts = [[clean(tok.decode(t)) for t in row] for row in ids]
         lengths += [len(t) for row in texts for t in row]
-        rows[strategy.name] = dict(measure(texts, [""] * len(texts), "zh", scorer, scorer_tok), example=texts[0][0])
+        rows[strategy.name] = dict(measure(texts, list(topics), "zh", scorer, scorer_tok), example=texts[0][0])
     size = int(np.mean(lengths))
     test = peoples_daily().test.replace("\n", "")
     pieces = [test[i:i + size] for i in range(0, len(test) - size, len(test) // 40)][:40]
     rows = {"human": dict(measure([[p] for p in pieces], [""] * len(pieces), "zh", scorer, scorer_tok),
                           example=pieces[0]), **rows}
-    return {"requests": list(requests), "rows": rows}
+    return {"requests": [chinese_request(t) for t in topics], "prefill": list(topics), "rows": rows}
 
 
 def clean(text: str) -> str:
@@ -376,7 +385,7 @@ def run(out_dir=None) -> dict:
 
     torch.set_num_threads(1)
     log = studies.started()
-    log["recipe"] = {"english": ENGLISH, "chinese": dict(CHINESE, requests=list(CHINESE_REQUESTS)),
+    log["recipe"] = {"english": ENGLISH, "chinese": dict(CHINESE, topics=list(CHINESE_TOPICS)),
                      "task": TASK, "strategies": [s.name for s in strategies()],
                      "zh_strategies": [s.name for s in strategies(ZH_TEMPERATURES)]}
     seconds = {}
