@@ -10,6 +10,8 @@ run wrote and repeats a slice of it live.
   repetition penalty compared: diversity (distinct-n, repetition) against quality
 - :mod:`~tinylm.usage.prompting`    zero-shot against few-shot: labelled tasks with exact answers in
   English and Chinese, the number and order of the examples, the chat template and system prompt
+- :mod:`~tinylm.usage.reviews_en`   short English reviews labelled by sentiment, written for the
+  prompting study (the Chinese ones are :mod:`tinylm.data.reviews`)
 - :mod:`~tinylm.usage.scratchpad`   chain-of-thought: a model trained to answer directly against one
   trained to write its working first, at equal compute; chain-of-thought prompting on SmolLM2
 - :mod:`~tinylm.usage.calibration`  hallucination and calibration: questions with and without an
