@@ -26,6 +26,8 @@ i + d/2.  :func:`unpermute` puts the rows back.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..data.packages import SMOLLM2_PACKAGE, smollm2_gguf
@@ -149,6 +151,12 @@ def load() -> tuple[DecoderLM, BPETokenizer, dict]:
     return model, tokenizer, log
 
 
+@functools.lru_cache(maxsize=1)
+def stored_chat_template() -> str:
+    """The chat template in the GGUF file's metadata, read once (reading the file costs seconds)."""
+    return GGUFFile(smollm2_gguf()).field("tokenizer.chat_template")
+
+
 def chat_prompt(messages: list[dict[str, str]], template: str | None = None,
                 add_generation_prompt: bool = True) -> str:
     """The text the model was instruction-tuned on for ``messages`` (a list of ``{"role": ...,
@@ -160,7 +168,7 @@ def chat_prompt(messages: list[dict[str, str]], template: str | None = None,
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     if template is None:
-        template = GGUFFile(smollm2_gguf()).field("tokenizer.chat_template")
+        template = stored_chat_template()
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                                 extensions=[jinja2.ext.loopcontrols])
     return environment.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt)
