@@ -239,14 +239,16 @@ def answer_logprobs(model, tokenizer, prompts: Sequence[str], answers: Sequence[
             width = max(len(r) for r in reads)
             x = torch.tensor([r + [0] * (width - len(r)) for r in reads])
             logits, _ = model(x, prefix.select(torch.zeros(len(chunk), dtype=torch.long)))
-            logp = F.log_softmax(logits.double(), dim=-1)
             for r, (i, j) in enumerate(chunk):
                 last = len(rows[i]) - n_shared - 1          # where the prompt's last token is read
                 if j is None:
-                    out[i] = [float(logp[r, last, ids[0]]) for ids in answer_ids]
+                    logp = F.log_softmax(logits[r, last].double(), dim=-1)
+                    out[i] = [float(logp[ids[0]]) for ids in answer_ids]
                 else:
                     ids = answer_ids[j]
-                    out[i, j] = sum(float(logp[r, last + t, ids[t]]) for t in range(len(ids)))
+                    logp = F.log_softmax(logits[r, last:last + len(ids)].double(), dim=-1)
+                    out[i, j] = sum(float(logp[t, ids[t]]) for t in range(len(ids)))
+            del logits
     return out
 
 
