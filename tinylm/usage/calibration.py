@@ -282,8 +282,9 @@ def _question_items(seed: int = 0) -> list[dict]:
     return items
 
 
-def ask_smollm2(model, tokenizer, items: Sequence[dict]) -> list[dict]:
-    """Ask SmolLM2 every question three ways and return each item with what it said.
+def ask_smollm2(model, tokenizer, items: Sequence[dict], template: str | None = None) -> list[dict]:
+    """Ask SmolLM2 every question three ways, in its chat ``template`` (default: the one in its
+    GGUF file), and return each item with what it said.
 
     - ``reply``: the free greedy reply to the plain question (default system prompt);
     - ``reply_ok``: the free reply when the question adds permission to say "I don't know";
@@ -296,7 +297,7 @@ def ask_smollm2(model, tokenizer, items: Sequence[dict]) -> list[dict]:
     eos = model.config.eos_id
 
     def prompt(text: str, start: str = "") -> list[int]:
-        return tokenizer.encode(chat_prompt([{"role": "user", "content": text}]) + start)
+        return tokenizer.encode(chat_prompt([{"role": "user", "content": text}], template) + start)
 
     free = [prompt(capitals.question(it["name"], it["language"])) for it in items]
     free_ok = [prompt(capitals.question(it["name"], it["language"], abstain_ok=True)) for it in items]
@@ -442,8 +443,8 @@ def run(out_dir: Path | None = None) -> dict:
 
     # SmolLM2: capitals of real and invented countries
     started = time.process_time()
-    model, tokenizer, _ = load(SMOLLM2)
-    asked = ask_smollm2(model, tokenizer, _question_items())
+    model, tokenizer, smollm2_log = load(SMOLLM2)
+    asked = ask_smollm2(model, tokenizer, _question_items(), smollm2_log["chat_template"])
     smol = {"hallucination": hallucination_table(asked)}
     for language in capitals.LANGUAGES:
         real = [a for a in asked if a["language"] == language and a["kind"] == "real"]
