@@ -16,7 +16,7 @@ run wrote and repeats a slice of it live.
   trained to write its working first, at equal compute; chain-of-thought prompting on SmolLM2
 - :mod:`~tinylm.usage.calibration`  hallucination and calibration: questions with and without an
   answer, confidence against accuracy, the expected calibration error, abstaining
-- :mod:`~tinylm.usage.capitals`     its questions: capitals of 64 countries (English and Chinese)
+- :mod:`~tinylm.usage.capitals`     its questions: capitals of 65 countries (English and Chinese)
   and invented countries, checked not to be real, that have no capital to name
 - :mod:`~tinylm.usage.attacks`      prompt injection and jailbreak-style role play against a system
   rule; defences and what each costs in refused honest requests

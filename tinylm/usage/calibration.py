@@ -252,7 +252,7 @@ def cut_answer(tokenizer, tokens: Sequence[int]) -> tuple[str, int]:
 
 SMOLLM2 = "smollm2-135m-instruct"
 ZH_EVERY = 4
-"""In Chinese, every 4th country of :data:`capitals.CAPITALS` is asked (16 of 64): the model is
+"""In Chinese, every 4th country of :data:`capitals.CAPITALS` is asked (17 of 65): the model is
 weak in Chinese, and the study's budget is 6 CPU-minutes."""
 N_INVENTED = {"en": len(capitals.CAPITALS), "zh": len(capitals.CAPITALS[::ZH_EVERY])}
 """As many invented countries as real ones, in each language."""

@@ -1,7 +1,7 @@
 """Questions with an answer and questions without one: the data of the hallucination study.
 
 A question a program can check needs one right answer, known to everyone, in two languages:
-"What is the capital of France?"  :data:`CAPITALS` lists 64 countries whose capital is not in
+"What is the capital of France?"  :data:`CAPITALS` lists 65 countries whose capital is not in
 dispute, each with its capital in English and in Chinese and the other spellings that count as
 right (``Kyiv`` or ``Kiev``, ``Washington, D.C.`` or ``Washington``).  Countries with a disputed
 or moving capital (South Africa's three, Indonesia's move, Israel) are left out on purpose.
