@@ -44,6 +44,17 @@ def save(name: str, data) -> bool:
     return True
 
 
+def rounded(value, digits: int = 4):
+    """Numbers rounded (recursively, through dicts and lists) so that a log holds no machine noise."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def load(name: str):
     """Read ``results/NAME.json``; the error says which lab to run if it is missing."""
     target = path(name)

@@ -26,6 +26,7 @@ from pathlib import Path
 from .. import system
 from ..data.instructions import ChatTemplate, examples
 from ..paths import course_root
+from ..results import rounded as _rounded
 from ..training.loop import TrainConfig, one_thread_deterministic, seed_everything, train
 from .sft import SFT, accuracy, base_accuracy, sft_pairs
 
@@ -396,16 +397,6 @@ def evaluate(out_dir: Path | None = None, bpc_chars: int | None = None) -> dict:
     store["cpu_seconds"] = store["evaluation"]["cpu_seconds"]
     results.save(RESULTS, _rounded(store))
     return store
-
-
-def _rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: _rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v, digits) for v in value]
-    return value
 
 
 def summary(name: str, log: dict) -> str:

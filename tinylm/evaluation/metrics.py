@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -112,3 +113,19 @@ def accuracy_by(predictions: Sequence[str], references: Sequence[str], keys: Seq
         right, total = groups.get(k, (0, 0))
         groups[k] = (right + (p == r), total + 1)
     return {k: (right / total, total) for k, (right, total) in sorted(groups.items())}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion: ``successes`` of ``n`` (95% for z = 1.96).
+
+    Unlike ``p ± z sqrt(p(1-p)/n)`` it stays inside [0, 1] and does not shrink to a point at
+    p = 0 or 1:  centre ``(p + z²/2n) / (1 + z²/n)``, half-width
+    ``z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)``.
+    """
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

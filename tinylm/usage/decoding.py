@@ -30,7 +30,6 @@ Three comparisons make the study (``python -m tinylm study decoding``, :func:`ru
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..inference.sampling import Sampler, beam_search, generate
+from ..results import rounded
 from ..tokenizers.symbols import words
 
 # --------------------------------------------------------------------------- diversity
@@ -360,17 +360,6 @@ def compare_task(chosen: Sequence[Strategy], per_task: int = TASK["per_task"]) -
     template = ChatTemplate(tokenizer)
     test = examples("test", per_task=per_task)
     return {"examples": len(test), "rows": {s.name: task_accuracy(model, template, test, s) for s in chosen}}
-
-
-def rounded(x, digits: int = 4):
-    """Numbers rounded (recursively) so that the log holds no machine noise."""
-    if isinstance(x, float):
-        return round(x, digits)
-    if isinstance(x, dict):
-        return {k: rounded(v, digits) for k, v in x.items()}
-    if isinstance(x, list):
-        return [rounded(v, digits) for v in x]
-    return x
 
 
 ZH_TEMPERATURES = (0.7, 1.0)

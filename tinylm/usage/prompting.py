@@ -47,13 +47,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..evaluation.metrics import wilson_interval as wilson
 from ..models.base import evaluating
+from ..pretrained.smollm2 import stored_chat_template as chat_template
 from . import studies
 
 CONTENT_FREE = "N/A"
@@ -159,15 +160,6 @@ system prompt, with the template's default one ("You are a helpful AI assistant 
 trained by Hugging Face") and with one that states the task (:attr:`Task.system`)."""
 
 
-@lru_cache(maxsize=1)
-def chat_template() -> str:
-    """SmolLM2's chat template (a Jinja template), read once from its GGUF file."""
-    from ..data.packages import smollm2_gguf
-    from ..pretrained.gguf import GGUFFile
-
-    return GGUFFile(smollm2_gguf()).field("tokenizer.chat_template")
-
-
 def prompt_variant(task: Task, examples, query: str, variant: str, template: str | None = None) -> tuple[str, tuple[str, ...]]:
     """``(prompt, answers)`` for one of :data:`VARIANTS`.  In the chat template the request is
     the user's turn and the answer word opens the assistant's, so it loses its leading space."""
@@ -271,22 +263,6 @@ def accuracy(predicted, labels) -> float:
     if predicted.shape != labels.shape or predicted.size == 0:
         raise ValueError(f"predictions {predicted.shape} and labels {labels.shape} must be equally many, and some")
     return float((predicted == labels).mean())
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion: ``successes`` of ``n`` (95 % for z = 1.96).
-
-    Unlike ``p ± z sqrt(p(1-p)/n)`` it stays inside [0, 1] and does not shrink to a point at
-    p = 0 or 1:  centre ``(p + z²/2n) / (1 + z²/n)``, half-width
-    ``z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)``.
-    """
-    if n <= 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)     # exactly 0 and 1 at p = 0 and 1, not -1e-17
 
 
 # ---------------------------------------------------------------------------------------------
