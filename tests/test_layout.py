@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY, MACHINERY = "tinylm", "tinylm_course"
 
-PROVIDED_BY = {"IPython": "ipykernel", "docutils": "jupyter-book", "transformers": "transformers"}
+PROVIDED_BY = {"IPython": "ipykernel", "docutils": "jupyter-book", "transformers": "transformers",
+               "faiss": "faiss-cpu", "rank_bm25": "rank-bm25"}
 """Modules imported under another name than the requirement that brings them."""
 
 

@@ -25,7 +25,8 @@ Commands
                                         reward models, PPO, DPO, GRPO and their evaluation (default: every
                                         stage, in order); writes checkpoints/align/ and results/alignment.json
   study NAME [--out-dir DIR]            a study of using LLMs well (decoding, prompting, scratchpad,
-                                        calibration, attacks, memorisation); writes results/study-NAME.json
+                                        calibration, attacks, memorisation) or of the applications
+                                        (rag-book, ...); writes results/study-NAME.json
                                         (and, if it trains, checkpoints/study/NAME/)
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     aligner.add_argument("--stage", nargs="+", metavar="S", help="run only these stages, in the order given")
     aligner.add_argument("--out-dir", metavar="DIR", help="write the stages' folders here (default: checkpoints/align)")
     aligner.set_defaults(run=align_command)
-    studier = sub.add_parser("study", help="a study of using LLMs well (see tinylm.usage)")
+    studier = sub.add_parser("study", help="a study of using LLMs well (tinylm.usage) or of the applications (tinylm.rag, tinylm.agents)")
     studier.add_argument("name", help="decoding, prompting, scratchpad, calibration, attacks or memorisation")
     studier.add_argument("--out-dir", metavar="DIR", help="write its checkpoints here (default: checkpoints/study/NAME)")
     studier.set_defaults(run=study_command)

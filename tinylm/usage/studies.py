@@ -23,8 +23,10 @@ STUDIES = {
     "calibration": "calibration",
     "attacks": "attacks",
     "memorisation": "memorisation",
+    "rag-book": "rag.corpus",
 }
-"""Each study's name and the module of :mod:`tinylm.usage` whose ``run`` makes it."""
+"""Each study's name and the module whose ``run`` makes it: a module of :mod:`tinylm.usage`, or,
+with a dot, of :mod:`tinylm` (``rag.corpus`` is :mod:`tinylm.rag.corpus`)."""
 
 
 def result_name(study: str) -> str:
@@ -55,7 +57,8 @@ def run(study: str, out_dir: Path | None = None) -> dict:
     """Run one study by name; the error lists the studies when the name is unknown."""
     if study not in STUDIES:
         raise ValueError(f"no study {study!r}; the studies are {', '.join(STUDIES)}")
-    module = importlib.import_module(f"{__package__}.{STUDIES[study]}")
+    where = STUDIES[study]
+    module = importlib.import_module(f"tinylm.{where}" if "." in where else f"{__package__}.{where}")
     return module.run(out_dir)
 
 
