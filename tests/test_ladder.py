@@ -47,7 +47,8 @@ WRITTEN_BY_COMMANDS = {"ladder": "python -m tinylm_course execute (labs call lad
                        "lab_budget": "python -m tinylm_course bench", "gpt_speed": "python -m tinylm speed",
                        "scaling_laws": "python -m tinylm scaling", "speedrun": "python -m tinylm speedrun",
                        "score-": "python -m tinylm score", "ablate-": "python -m tinylm ablate",
-                       "alignment": "python -m tinylm align", "study-": "python -m tinylm study"}
+                       "alignment": "python -m tinylm align", "study-": "python -m tinylm study",
+                       "rag": "python -m tinylm study rag-retrieval"}
 """Results that a command writes (a name, or a prefix ending in -), and the command."""
 
 

@@ -24,6 +24,7 @@ STUDIES = {
     "attacks": "attacks",
     "memorisation": "memorisation",
     "rag-book": "rag.corpus",
+    "rag-retrieval": "rag.fusion",
     "rag-index": "rag.index",
 }
 """Each study's name and the module whose ``run`` makes it: a module of :mod:`tinylm.usage`, or,
