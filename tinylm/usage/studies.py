@@ -25,6 +25,7 @@ STUDIES = {
     "memorisation": "memorisation",
     "rag-book": "rag.corpus",
     "rag-retrieval": "rag.fusion",
+    "agents": "agents.tasks",
     "rag-index": "rag.index",
 }
 """Each study's name and the module whose ``run`` makes it: a module of :mod:`tinylm.usage`, or,
