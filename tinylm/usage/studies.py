@@ -24,6 +24,7 @@ STUDIES = {
     "attacks": "attacks",
     "memorisation": "memorisation",
     "rag-book": "rag.corpus",
+    "rag-generation": "rag.generation",
     "rag-retrieval": "rag.fusion",
     "agents": "agents.tasks",
     "rag-index": "rag.index",
