@@ -9,7 +9,10 @@ The tasks (``tasks.json`` beside this module, written for this course) are of tw
   the book that is the evidence (a test checks that every passage is in the book).
 
 A few tasks are **development** tasks: they are the prompt's solved examples
-(:func:`examples`); the others are **held out** and only scored.  The scoring rule
+(:func:`examples`); the others are **held out** and only scored.  One caveat, stated plainly: the
+four development tasks are all used as examples, so the prompt's wording and the rule that the
+first action must call a tool were settled on pilot runs of seven of the held-out tasks; those
+choices are not strictly independent of the reported numbers.  The scoring rule
 (:func:`success`) is stated and automatic: an arithmetic answer is right when the **last number**
 it writes equals the answer (to 1e-6, commas in numbers ignored); a look-up answer is right when it
 contains one of the key phrases (case, hyphens and spacing ignored).  A run that hit its step
