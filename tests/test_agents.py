@@ -191,11 +191,18 @@ def test_loop_stops_at_the_step_limit():
 
 # ----------------------------------------------------------------------------- the tasks
 
+EXAMPLE_IDS = ["arith-00", "arith-01", "lookup-00", "lookup-01"]
+
+
 def test_tasks_are_sound():
     every = tasks.load()
-    test = tasks.load("test")
-    assert len(test) >= 40 and {t.split for t in every} == {"dev", "test"}
+    splits = {s: tasks.load(s) for s in tasks.SPLITS}
+    assert [t.id for t in splits["example"]] == EXAMPLE_IDS            # the prompt's examples, unchanged
+    assert [(len(splits[s]), sum(t.kind == "arithmetic" for t in splits[s])) for s in ("dev", "test")] == [(44, 24), (30, 16)]
+    assert {t.split for t in every} == set(tasks.SPLITS) and len(every) == 4 + 44 + 30
     assert len({t.id for t in every}) == len(every) and len({t.question for t in every}) == len(every)
+    with pytest.raises(ValueError, match="the splits are"):
+        tasks.load("train")
     from tinylm.rag import corpus
 
     book = "\n".join(d.text for d in corpus.load_book())
@@ -203,17 +210,26 @@ def test_tasks_are_sound():
         if t.kind == "arithmetic":
             assert math.isclose(calculate(t.solution), t.answer, rel_tol=1e-9), t.id
         else:
-            assert t.evidence in book, t.id
+            assert t.evidence and t.evidence in book, t.id
             assert t.answers
+            question = t.question.lower().replace("-", " ")
+            assert not any(a.lower().replace("-", " ") in question for a in t.answers), t.id   # no answer in its question
+
+
+def test_examples_come_from_the_example_split_only():
+    shots = tasks.examples()
+    assert [q for q, _ in shots] == [t.question for t in tasks.load("example")]
+    direct = [m["content"] for m in tasks.direct_messages("Q?") if m["role"] == "user"]
+    assert direct == [t.question for t in tasks.load("example")] + ["Q?"]
 
 
 def test_success_rule():
-    arith = next(t for t in tasks.load("test") if t.id == "arith-02")          # 37 * 48 = 1776
+    arith = next(t for t in tasks.load("dev") if t.id == "arith-02")          # 37 * 48 = 1776
     assert tasks.success(arith, "They buy 1,776 pencils.")
     assert tasks.success(arith, "37*48 = 1776")
     assert not tasks.success(arith, "1776 is 37*48 = 1777")                   # the last number counts
     assert not tasks.success(arith, None)
-    look = next(t for t in tasks.load("test") if t.id == "lookup-02")         # Kneser-Ney
+    look = next(t for t in tasks.load("dev") if t.id == "lookup-02")         # Kneser-Ney
     assert tasks.success(look, "interpolated kneser ney smoothing")
     assert not tasks.success(look, "add-k")
     s = tasks.summary([{"success": True, "status": "finished", "steps": 2, "parsed": 2},

@@ -6,6 +6,6 @@
   the tool-call format and its parser; errors become observations
 - :mod:`~tinylm.agents.react`      the ReAct loop (think, act, observe) with a step limit and a
   readable transcript; decoding constrained so every action parses as a tool call
-- :mod:`~tinylm.agents.tasks`      held-out tasks (word problems, look-ups in the book) with checkable
-  answers; success with and without tools; an instruction planted in a retrieved chunk
+- :mod:`~tinylm.agents.tasks`      development and held-out tasks (word problems, look-ups in the book)
+  with checkable answers; success with and without tools; an instruction planted in a retrieved chunk
 """

@@ -8,31 +8,35 @@ The tasks (``tasks.json`` beside this module, written for this course) are of tw
   does the book say ... ?", each with key phrases that a right answer contains and the passage of
   the book that is the evidence (a test checks that every passage is in the book).
 
-A few tasks are **development** tasks: they are the prompt's solved examples
-(:func:`examples`); the others are **held out** and only scored.  One caveat, stated plainly: the
-four development tasks are all used as examples, so the prompt's wording and the rule that the
-first action must call a tool were settled on pilot runs of seven of the held-out tasks; those
-choices are not strictly independent of the reported numbers.  The scoring rule
-(:func:`success`) is stated and automatic: an arithmetic answer is right when the **last number**
-it writes equals the answer (to 1e-6, commas in numbers ignored); a look-up answer is right when it
-contains one of the key phrases (case, hyphens and spacing ignored).  A run that hit its step
-limit has no answer and is a failure.
+They come in three splits, and the protocol is the house rule (choose on development data, score
+held-out data once):
+
+- ``"example"``: 4 tasks, the prompt's solved examples (:func:`examples`, :func:`direct_messages`);
+- ``"dev"``: 44 **development** tasks.  The prompt's wording and the rule that the first action must
+  call a tool were settled on pilot runs of some of them; their numbers are development numbers;
+- ``"test"``: 30 **held-out** tasks (16 word problems, 14 look-ups), written after the method (the
+  prompt, the examples, the tool-first rule, :data:`MAX_STEPS`, greedy decoding) was frozen, never
+  run before the study, and scored once by it.
+
+The scoring rule (:func:`success`) is stated and automatic: an arithmetic answer is right when the
+**last number** it writes equals the answer (to 1e-6, commas in numbers ignored); a look-up answer
+is right when it contains one of the key phrases (case, hyphens and spacing ignored).  A run that
+hit its step limit has no answer and is a failure.
 
 The study (``python -m tinylm study agents``, :func:`run`) runs SmolLM2-135M-Instruct, greedy, on
-every held-out task four ways: **no tools** (it answers directly, with the same solved examples
-as chat turns), **ReAct, free**, **ReAct, format only** (constrained decoding, but ``finish`` is
-allowed at once) and **ReAct, constrained** (the first action must call a tool), see
-:mod:`tinylm.agents.react`,
-and reports success with Wilson intervals, the share of actions that parse, the steps used and the
-step-limit hits.  Then the **attack surface**: the retrieved text is part of the prompt, so whoever
-can edit a page the agent retrieves can write instructions into it (indirect prompt injection,
-Greshake et al., 2023; Lab 28).  For each look-up task, the page the constrained agent's first
-search returned gets the sentence :data:`PLANTED` inside the passage it is shown
-(:func:`planted_chunks`: an attacker who wrote a page that ranks for the question), and the agent
-runs the look-ups again: how often does its answer follow the planted instruction (contains
-:data:`BAIT`), and how often is it still right?
+every development and every held-out task four ways: **no tools** (it answers directly, with the
+same solved examples as chat turns), **ReAct, free**, **ReAct, format only** (constrained decoding,
+but ``finish`` is allowed at once) and **ReAct, constrained** (the first action must call a tool),
+see :mod:`tinylm.agents.react`, and reports success with Wilson intervals, the share of actions
+that parse, the steps used and the step-limit hits, for each split apart.  Then, on the held-out
+look-ups, the **attack surface**: the retrieved text is part of the prompt, so whoever can edit a
+page the agent retrieves can write instructions into it (indirect prompt injection, Greshake et
+al., 2023; Lab 28).  For each held-out look-up task, the page the constrained agent's first search
+returned gets the sentence :data:`PLANTED` inside the passage it is shown (:func:`planted_chunks`:
+an attacker who wrote a page that ranks for the question), and the agent runs the look-ups again:
+how often does its answer follow the planted instruction (contains :data:`BAIT`), and how often is
+it still right?
 """
-
 from __future__ import annotations
 
 import json
@@ -64,19 +68,22 @@ CONDITIONS = (("ReAct, free", False, False), ("ReAct, format only", True, False)
 class Task:
     id: str
     kind: str                   # "arithmetic" or "lookup"
-    split: str                  # "dev" (the prompt's examples) or "test" (held out)
+    split: str                  # "example" (the prompt's), "dev" (development) or "test" (held out)
     question: str
     answer: float | None = None             # arithmetic
     solution: str | None = None             # arithmetic: the expression that gives the answer
     answers: tuple[str, ...] = ()           # look-up: key phrases
     evidence: str | None = None             # look-up: a passage of the frozen book
-    query: str | None = None                # a development look-up: the search its example shows
+    query: str | None = None                # an example look-up: the search its example shows
+
+
+SPLITS = ("example", "dev", "test")
 
 
 def load(split: str | None = None) -> list[Task]:
-    """The tasks of ``split`` ("dev", "test"; None: all)."""
-    if split not in (None, "dev", "test"):
-        raise ValueError(f"the splits are 'dev' and 'test', got {split!r}")
+    """The tasks of ``split`` (one of :data:`SPLITS`; None: all)."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"the splits are {', '.join(map(repr, SPLITS))}, got {split!r}")
     data = json.loads(TASKS_FILE.read_text(encoding="utf-8"))["tasks"]
     tasks = [Task(t["id"], t["kind"], t["split"], t["question"], t.get("answer"), t.get("solution"),
                   tuple(t.get("answers", ())), t.get("evidence"), t.get("query")) for t in data]
@@ -108,11 +115,11 @@ def success(task: Task, answer: str | None) -> bool:
 # ----------------------------------------------------------------------------- the prompt's examples
 
 def examples(search: BookSearch | None = None) -> list[tuple[str, list[tuple[str, str, str | None]]]]:
-    """The solved ReAct examples of the prompt, one per development task, their observations made
+    """The solved ReAct examples of the prompt, one per ``"example"`` task, their observations made
     by the real tools."""
     tools = default_tools(search)
     shots = []
-    for t in load("dev"):
+    for t in load("example"):
         if t.kind == "arithmetic":
             first = (f"I need to compute {t.solution} with the calculator.", f"calculator[{t.solution}]")
             answer = tools.observe(f"Action: calculator[{t.solution}]")[1]
@@ -126,9 +133,9 @@ def examples(search: BookSearch | None = None) -> list[tuple[str, list[tuple[str
 
 
 def direct_messages(question: str) -> list[dict[str, str]]:
-    """The no-tools prompt: the development tasks, answered directly, as chat turns."""
+    """The no-tools prompt: the ``"example"`` tasks, answered directly, as chat turns."""
     messages = [{"role": "system", "content": "Answer the question. Write only the final answer."}]
-    for t in load("dev"):
+    for t in load("example"):
         answer = format_number(t.answer) if t.kind == "arithmetic" else t.answers[0]
         messages += [{"role": "user", "content": t.question}, {"role": "assistant", "content": answer}]
     return messages + [{"role": "user", "content": question}]
@@ -200,21 +207,9 @@ def outcome(task: Task, result: Run) -> dict:
             "answer": result.answer, "steps": len(result.steps), "parsed": sum(s.parsed for s in result.steps)}
 
 
-def run(out_dir: Path | None = None, limit: int | None = None) -> dict:
-    """The study ``agents`` (module docstring); ``limit`` runs only the first tasks of each kind (a pilot)."""
-    import torch
-
-    from .. import load as load_model
-    from ..usage import studies
-
-    torch.set_num_threads(1)
-    log = studies.started()
-    model, tok, _ = load_model("smollm2-135m-instruct")
-    tests = load("test")
-    if limit:
-        tests = [t for t in tests if t.kind == "arithmetic"][:limit] + [t for t in tests if t.kind == "lookup"][:limit]
-    search = BookSearch()
-    shots = examples(search)
+def run_conditions(model, tok, tests: list[Task], search: BookSearch, shots) -> tuple[dict, dict, dict]:
+    """Every task of ``tests`` answered directly and by the three agents of :data:`CONDITIONS`:
+    (outcomes by condition, transcripts by agent, CPU-seconds by condition)."""
     conditions: dict[str, list[dict]] = {}
     transcripts: dict[str, list[dict]] = {}
     cpu: dict[str, float] = {}
@@ -236,6 +231,41 @@ def run(out_dir: Path | None = None, limit: int | None = None) -> dict:
             conditions[name].append(outcome(t, result))
             transcripts[name].append(result.to_dict())
         cpu[name] = round(time.process_time() - start, 1)
+    return conditions, transcripts, cpu
+
+
+def tables(conditions: dict[str, list[dict]]) -> dict:
+    """The summaries of :func:`run_conditions`'s outcomes: overall and by kind of task."""
+    return {"summary": {name: summary(outs) for name, outs in conditions.items()},
+            "by_kind": {name: {kind: summary([o for o in outs if o["kind"] == kind]) for kind in ("arithmetic", "lookup")}
+                        for name, outs in conditions.items()}}
+
+
+def run(out_dir: Path | None = None, limit: int | None = None) -> dict:
+    """The study ``agents`` (module docstring): the development tasks, then the held-out tasks once,
+    then the attack on the held-out look-ups.  The log's top-level ``summary``, ``by_kind``,
+    ``outcomes`` and ``attack`` are the held-out numbers; ``dev`` holds the development numbers.
+    ``limit`` runs only the first tasks of each kind of each split (a pilot)."""
+    import torch
+
+    from .. import load as load_model
+    from ..usage import studies
+
+    torch.set_num_threads(1)
+    log = studies.started()
+    model, tok, _ = load_model("smollm2-135m-instruct")
+    splits = {}
+    for split in ("dev", "test"):
+        tasks = load(split)
+        if limit:
+            tasks = [t for t in tasks if t.kind == "arithmetic"][:limit] + [t for t in tasks if t.kind == "lookup"][:limit]
+        splits[split] = tasks
+    search = BookSearch()
+    shots = examples(search)
+
+    dev, dev_transcripts, dev_cpu = run_conditions(model, tok, splits["dev"], search, shots)
+    tests = splits["test"]
+    conditions, transcripts, cpu = run_conditions(model, tok, tests, search, shots)
 
     start = time.process_time()
     lookups = [t for t in tests if t.kind == "lookup"]
@@ -264,15 +294,19 @@ def run(out_dir: Path | None = None, limit: int | None = None) -> dict:
 
     folder = studies.output_dir(STUDY, out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "transcripts.json").write_text(json.dumps(transcripts, ensure_ascii=False, indent=0), encoding="utf-8")
-    by_kind = {name: {kind: summary([o for o in outs if o["kind"] == kind]) for kind in ("arithmetic", "lookup")}
-               for name, outs in conditions.items()}
+    (folder / "transcripts.json").write_text(json.dumps({"test": transcripts, "dev": dev_transcripts}, ensure_ascii=False,
+                                                        indent=0), encoding="utf-8")
+    count = lambda ts: {"n": len(ts), "arithmetic": sum(t.kind == "arithmetic" for t in ts),
+                        "lookup": sum(t.kind == "lookup" for t in ts)}
     log.update({"model": "smollm2-135m-instruct", "decoding": "greedy", "max_steps": MAX_STEPS,
-                "tasks": {"test": len(tests), "arithmetic": sum(t.kind == "arithmetic" for t in tests),
-                          "lookup": len(lookups), "dev": len(load("dev"))},
+                "tasks": {"test": len(tests), "arithmetic": count(tests)["arithmetic"], "lookup": len(lookups),
+                          "dev": count(splits["dev"]), "example": len(load("example"))},
+                "protocol": "method (prompt, examples, tool-first rule, max steps, greedy) frozen on the 4 example and "
+                            "44 dev tasks; the 30 test tasks written after it was frozen and scored once, by this run",
                 "rule": "arithmetic: the last number written equals the answer; look-up: a key phrase appears; "
                         "a run that hits the step limit fails",
-                "summary": {name: summary(outs) for name, outs in conditions.items()}, "by_kind": by_kind,
-                "attack": attack_summary, "planted": PLANTED, "outcomes": conditions, "attack_outcomes": attack,
+                **tables(conditions), "attack": attack_summary, "planted": PLANTED, "outcomes": conditions,
+                "attack_outcomes": attack,
+                "dev": {**tables(dev), "outcomes": dev, "cpu_seconds_by_condition": dev_cpu},
                 "cpu_seconds_by_condition": cpu, "transcripts": "transcripts.json"})
     return studies.save(STUDY, log)
