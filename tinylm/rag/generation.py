@@ -51,6 +51,24 @@ on with a source number, so every answer names one.  Longer instructions alone m
 SmolLM2-135M repeat them ("The source you used by its number in brackets is [2].") in a pilot on
 questions of our own, outside the labelled set."""
 
+READERS = {
+    "first": (INSTRUCTION, ANSWER_PREFIX),
+    "extractive": ("Copy the one sentence of the sources that answers the question.", '"'),
+    "short": ("Answer with a few words from the sources.", "The answer is"),
+}
+"""The readers compared on the development half: (instruction, prefill) of each RAG prompt.
+``first`` is the prompt the study first used (chosen on a handful of made-up questions, never on
+the labelled set); ``extractive`` asks the model to quote the sentence that answers (a small model
+copies better than it paraphrases, and a question's key phrase is in its evidence sentence) and
+opens the quote for it; ``short`` asks for a few words and starts them with ``The answer is``.
+The two new wordings were settled on the first six development questions (a prefill
+``Source [`` made the model list source numbers; ``Answer:`` made it write ``[n]``); neither
+names a source number, so their answers rarely cite one."""
+
+PROBE_PREFIX = "Answer: "
+"""The probability measure (:func:`key_phrase_logprob`) scores a key phrase after the prompt's
+assistant turn begun with these words, the same for every condition and reader."""
+
 CLOSED_BOOK_INSTRUCTION = "Answer the question in one short sentence."
 """The closed-book prompt's instruction: the same request, with no sources."""
 
@@ -95,26 +113,43 @@ def sources_text(chunks: Sequence[Chunk]) -> str:
     return "\n\n".join(f"[{i}] ({c.cite}) {one_line(c.text)}" for i, c in enumerate(chunks, start=1))
 
 
-def rag_messages(question, chunks: Sequence[Chunk]) -> list[dict[str, str]]:
+def _reader(reader: str) -> tuple[str, str]:
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}: choose one of {', '.join(READERS)}")
+    return READERS[reader]
+
+
+def rag_messages(question, chunks: Sequence[Chunk], reader: str = "first") -> list[dict[str, str]]:
     """The chat messages of the RAG prompt: one user turn with the sources, then the question and
-    the instruction on the last lines (a system turn made SmolLM2-135M no better in a pilot; its
-    template adds its own)."""
+    the reader's instruction on the last lines (a system turn made SmolLM2-135M no better in a
+    pilot; its template adds its own)."""
     text = _text(question)
-    return [{"role": "user", "content": f"Sources:\n\n{sources_text(chunks)}\n\nQuestion: {text}\n{INSTRUCTION}"}]
+    instruction = _reader(reader)[0]
+    return [{"role": "user", "content": f"Sources:\n\n{sources_text(chunks)}\n\nQuestion: {text}\n{instruction}"}]
 
 
 def closed_book_messages(question) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Question: {_text(question)}\n\n{CLOSED_BOOK_INSTRUCTION}"}]
 
 
-def rag_prompt(question, chunks: Sequence[Chunk], template: str | None = None) -> str:
+def rag_prompt(question, chunks: Sequence[Chunk], template: str | None = None, reader: str = "first") -> str:
     """SmolLM2's chat prompt (:func:`tinylm.pretrained.smollm2.chat_prompt`) asking ``question``
-    with ``chunks`` as numbered sources, ending with the start of the answer,
-    :data:`ANSWER_PREFIX`; pass ``template`` (the model log's ``chat_template``) to avoid reading
-    it from the model file every time."""
+    with ``chunks`` as numbered sources, ending with the start of the answer, the reader's
+    prefill (:data:`READERS`; for ``first``, :data:`ANSWER_PREFIX`); pass ``template`` (the model
+    log's ``chat_template``) to avoid reading it from the model file every time."""
     from ..pretrained.smollm2 import chat_prompt
 
-    return chat_prompt(rag_messages(question, chunks), template) + ANSWER_PREFIX
+    return chat_prompt(rag_messages(question, chunks, reader), template) + _reader(reader)[1]
+
+
+def probe_prompt(question, chunks: Sequence[Chunk] = (), template: str | None = None, reader: str = "first") -> str:
+    """The prompt the probability measure reads: the reader's RAG prompt with ``chunks`` as
+    sources (the closed-book prompt if there are none), without the reader's prefill."""
+    from ..pretrained.smollm2 import chat_prompt
+
+    if not chunks:
+        return closed_book_prompt(question, template)
+    return chat_prompt(rag_messages(question, chunks, reader), template)
 
 
 def closed_book_prompt(question, template: str | None = None) -> str:
@@ -140,8 +175,33 @@ def answer(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = MAX_N
     out = []
     for p in prompts:
         text = tokenizer.decode(generate(model, tokenizer.encode(p), max_new_tokens, GREEDY))
-        out.append(((ANSWER_PREFIX if p.endswith(ANSWER_PREFIX) else "") + text).strip())
+        out.append((prefill(p) + text).strip())
     return out
+
+
+def prefill(prompt: str) -> str:
+    """The reader's prefill a prompt ends with (the longest that fits), or ``""``."""
+    return max((pre for _, pre in READERS.values() if prompt.endswith(pre)), key=len, default="")
+
+
+def key_phrase_logprob(model, tokenizer, prompt: str, phrase: str) -> float:
+    """ln P(``phrase`` | ``prompt``) in nats, teacher-forced (no generation): the text read is
+    ``prompt + "Answer:" + " " + phrase`` (``prompt`` a chat prompt ending where the assistant's
+    turn begins, with no prefill: :func:`probe_prompt`), and the scored tokens are those of
+    ``" " + phrase``, tokenised apart from what comes before so the split is exact.  The sum
+    over the phrase's tokens: the log-probability that the model's answer begins with the phrase."""
+    from ..inference.scoring import token_logprobs
+    import torch
+
+    if not phrase.strip():
+        raise ValueError("the key phrase is empty")
+    head = tokenizer.encode(prompt + PROBE_PREFIX.rstrip())
+    tail = tokenizer.encode(" " + phrase.strip())
+    ids = torch.tensor([head + tail])
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[0, len(head):] = True
+    with torch.no_grad():
+        return float(token_logprobs(model, ids, mask).sum())
 
 
 # ----------------------------------------------------------------------------- citations and scoring
@@ -258,9 +318,10 @@ def load_embeddings(out_dir: Path | None = None) -> np.ndarray:
 # ----------------------------------------------------------------------------- the study
 
 def answer_all(model, tokenizer, template, items: list[dict], condition: str, chunks, k: int | None = None,
-               max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[dict], float]:
+               max_new_tokens: int = MAX_NEW_TOKENS, reader: str = "first") -> tuple[list[dict], float]:
     """Answer every question of ``items`` under ``condition`` (``closed``, ``rag`` with the top
-    ``k`` retrieved chunks, or ``gold``); the per-question records and the CPU-seconds taken."""
+    ``k`` retrieved chunks, or ``gold``) with ``reader``'s prompt; the per-question records and
+    the CPU-seconds taken."""
     start = time.process_time()
     rows = []
     for it in items:
@@ -269,7 +330,7 @@ def answer_all(model, tokenizer, template, items: list[dict], condition: str, ch
             sources, prompt = [], closed_book_prompt(q, template)
         else:
             sources = it["retrieved"][:k] if condition == "rag" else [it["gold"]]
-            prompt = rag_prompt(q, [chunks[i] for i in sources], template)
+            prompt = rag_prompt(q, [chunks[i] for i in sources], template, reader)
         text = answer(model, tokenizer, [prompt], max_new_tokens)[0]
         cited = cited_sources(text) if sources else []
         rows.append({"id": q.id, "sources": sources, "answer": text, "right": answered(text, q),
@@ -295,6 +356,7 @@ def summary(rows: list[dict], langs: dict[str, str]) -> dict:
         out["found"] = sum(bool(r["found"]) for r in rows)
         out["right_when_found"] = sum(r["right"] for r in rows if r["found"])
         out["right_when_not_found"] = sum(r["right"] for r in rows if not r["found"])
+        out["prompt_tokens"] = round(float(np.mean([r["prompt_tokens"] for r in rows])), 1)
     out["abstains"] = sum(r["abstains"] for r in rows)
     return out
 
@@ -307,14 +369,42 @@ def choose_k(dev: dict[str, dict]) -> int:
     return min(ks, key=lambda k: (-dev[f"rag-{k}"]["all"]["right"], k))
 
 
-def run(out_dir: Path | None = None, limit: int | None = None, ks: Sequence[int] = KS) -> dict:
-    """The study ``rag-generation``: SmolLM2-135M-Instruct, greedy, on the development half
-    closed-book and with the top ``k`` retrieved chunks for each ``k`` of ``ks``; ``k`` chosen by
-    development accuracy; then the test half once, closed-book, with the top ``k`` and with the
-    gold chunk (not measured on the development half: it chooses nothing, and the study's budget
-    of 20 CPU-minutes does not stretch to it).  Writes ``results/study-rag-generation.json`` (every answer)
-    and the chunks' embeddings to ``checkpoints/study/rag-generation/``.  ``limit`` answers only
-    the first few questions of each half (a pilot; nothing is saved)."""
+def choose_reader(dev: dict[str, dict]) -> str:
+    """The reader with the best development accuracy (``dev[reader]["all"]["right"]``); on a tie
+    the one with the shorter prompt (``dev[reader]["prompt_tokens"]``, the mean in tokens)."""
+    if not dev:
+        raise ValueError("no reader measured on the development half")
+    return min(dev, key=lambda r: (-dev[r]["all"]["right"], dev[r]["prompt_tokens"], r))
+
+
+def gains(closed: Sequence[float], other: Sequence[float]) -> dict:
+    """The log-probability gains ``other - closed`` (nats), question by question: their mean,
+    and on how many questions the gain is positive, of how many."""
+    if len(closed) != len(other) or not closed:
+        raise ValueError(f"{len(closed)} closed-book and {len(other)} other log-probabilities")
+    d = np.asarray(other, dtype=float) - np.asarray(closed, dtype=float)
+    return {"n": int(len(d)), "mean_gain": float(d.mean()), "median_gain": float(np.median(d)),
+            "positive": int((d > 0).sum())}
+
+
+FIRST_READER_FILE = "first_reader.json"
+"""The log of the study's first run (at commit 0f2da93: the ``first`` reader, k chosen on dev,
+the test half scored once), kept in the study's folder: the second run reuses its answers
+(greedy decoding is deterministic, and the closed-book prompt did not change) instead of making them again."""
+
+
+def run(out_dir: Path | None = None, limit: int | None = None, readers: Sequence[str] = ("extractive", "short")) -> dict:
+    """The study ``rag-generation``, second run.  The first run (:data:`FIRST_READER_FILE`)
+    chose k = 3 on the development half with the ``first`` reader and scored the test half once:
+    0 of 48 closed book, with the top 3 and with the gold chunk.  That reader's prompt had been
+    chosen on made-up questions, never compared on the development half; so here the other
+    ``readers`` answer the development half with the same top 3 chunks, the reader is chosen by
+    development accuracy (ties: the shorter prompt), and the test half is scored **a second time**,
+    with the chosen reader, top 3 and gold chunk (closed book is unchanged and reused).  Then the
+    probability measure on the test half: ln P(first key phrase) closed book, top 3 and gold
+    (:func:`key_phrase_logprob`).  ``limit`` answers only the first few questions (a pilot; nothing is saved)."""
+    import json
+
     import torch
 
     from .. import load
@@ -326,72 +416,115 @@ def run(out_dir: Path | None = None, limit: int | None = None, ks: Sequence[int]
     torch.set_num_threads(1)
     torch.manual_seed(0)
     log = studies.started()
+    folder = studies.output_dir(STUDY, out_dir)
+    first = json.loads((folder / FIRST_READER_FILE).read_text())
+    if first["recipe"]["instruction"] != INSTRUCTION or first["recipe"]["closed_book_instruction"] != CLOSED_BOOK_INSTRUCTION:
+        raise ValueError("the first run's prompts differ from this code's: its answers cannot be reused")
+    k = first["recipe"]["k"]
     docs = corpus.load_book()
     chunks = corpus.chunk(docs, CHUNK_SIZE, CHUNK_OVERLAP)
     start = time.process_time()
-    encoder = minilm.sentence_encoder()
-    embeddings = chunk_embeddings(encoder, chunks)
-    hybrid = retriever(chunks, encoder, embeddings)
-    halves = {}
+    embeddings = load_embeddings(out_dir)
+    hybrid = retriever(chunks, minilm.sentence_encoder(), embeddings)
+    halves, old = {}, {}
     for split in questions.SPLITS:
         qs = questions.load(split)[:limit] if limit else questions.load(split)
+        old[split] = {q["id"]: q for q in first[split]["questions"]}
         halves[split] = [{"q": q, "relevant": questions.relevant(q, docs, chunks), "gold": gold_chunk(q, docs, chunks),
-                          "retrieved": hybrid.rank(q.question, max(ks))} for q in qs]
+                          "retrieved": hybrid.rank(q.question, k)} for q in qs]
+        for it in halves[split]:
+            if it["retrieved"] != old[split][it["q"].id]["retrieved"][:k] or it["gold"] != old[split][it["q"].id]["gold_chunk"]:
+                raise ValueError(f"{it['q'].id}: the retrieval differs from the first run's")
     retrieval_seconds = round(time.process_time() - start, 1)
-    del encoder
     model, tokenizer, model_log = load("smollm2-135m-instruct")
     template = model_log["chat_template"]
     langs = {it["q"].id: language(it["q"]) for half in halves.values() for it in half}
+    rag = f"rag-{k}"
 
-    def measure(split, conditions):
-        answers, summaries, seconds = {}, {}, {}
-        for name, condition, k in conditions:
-            rows, seconds[name] = answer_all(model, tokenizer, template, halves[split], condition, chunks, k)
-            answers[name], summaries[name] = rows, summary(rows, langs)
-            print(f"{split} {name}: {summaries[name]['all']['right']}/{len(rows)} right, {seconds[name]} CPU-s", flush=True)
-        return answers, summaries, seconds
+    def reused(split, name):
+        return [{"id": it["q"].id, **old[split][it["q"].id][name]} for it in halves[split]]
 
-    dev_answers, dev, dev_seconds = measure("dev", [("closed", "closed", None)] + [(f"rag-{k}", "rag", k) for k in ks])
-    k = choose_k(dev)
-    test_answers, test, test_seconds = measure("test", [("closed", "closed", None), (f"rag-{k}", "rag", k),
-                                                         ("gold", "gold", None)])
+    # the development half: every reader with the same top-k chunks
+    dev_answers = {"closed": reused("dev", "closed"), f"first/{rag}": reused("dev", rag)}
+    dev_seconds = {}
+    for reader in readers:
+        dev_answers[f"{reader}/{rag}"], dev_seconds[f"{reader}/{rag}"] = answer_all(
+            model, tokenizer, template, halves["dev"], "rag", chunks, k, reader=reader)
+    dev = {name: summary(rows, langs) for name, rows in dev_answers.items()}
+    for name in dev:
+        print(f"dev {name}: {dev[name]['all']['right']}/{len(dev_answers[name])} right", flush=True)
+    chosen = choose_reader({name.split("/")[0]: s for name, s in dev.items() if name != "closed"})
 
-    def tables(answers, rag_name):
+    # the test half, a second time, with the chosen reader
+    test_answers = {"closed": reused("test", "closed"), f"first/{rag}": reused("test", rag), "first/gold": reused("test", "gold")}
+    test_seconds = {}
+    if chosen != "first":
+        for name, condition in ((f"{chosen}/{rag}", "rag"), (f"{chosen}/gold", "gold")):
+            test_answers[name], test_seconds[name] = answer_all(model, tokenizer, template, halves["test"], condition,
+                                                                chunks, k, reader=chosen)
+    test = {name: summary(rows, langs) for name, rows in test_answers.items()}
+    for name in test:
+        print(f"test {name}: {test[name]['all']['right']}/{len(test_answers[name])} right", flush=True)
+
+    # the probability measure, test half, chosen reader's prompt
+    start = time.process_time()
+    logprob = {"closed": [], rag: [], "gold": []}
+    for it in halves["test"]:
+        q, phrase = it["q"], it["q"].answers[0]
+        for name, sources in (("closed", []), (rag, it["retrieved"][:k]), ("gold", [it["gold"]])):
+            prompt = probe_prompt(q, [chunks[i] for i in sources], template, chosen)
+            logprob[name].append(key_phrase_logprob(model, tokenizer, prompt, phrase))
+    probe_seconds = round(time.process_time() - start, 1)
+    probe = {"reader": chosen, "text": f"prompt (no prefill) + {PROBE_PREFIX.strip()!r} + ' ' + first key phrase; "
+                                         "the phrase's tokens scored (nats)",
+             "mean": {name: float(np.mean(v)) for name, v in logprob.items()},
+             "gain": {name: gains(logprob["closed"], logprob[name]) for name in (rag, "gold")},
+             "cpu_seconds": probe_seconds}
+    for name in (rag, "gold"):
+        g = probe["gain"][name]
+        print(f"ln P(key phrase) {name} - closed: mean {g['mean_gain']:+.2f} nats, positive {g['positive']}/{g['n']}", flush=True)
+
+    def tables(answers, names):
         closed = [r["right"] for r in answers["closed"]]
-        out = {"rag": contingency(closed, [r["right"] for r in answers[rag_name]])}
-        if "gold" in answers:
-            out["gold"] = contingency(closed, [r["right"] for r in answers["gold"]])
-        for lang in ("en", "zh"):
-            keep = [i for i, r in enumerate(answers["closed"]) if langs[r["id"]] == lang]
-            out[f"rag_{lang}"] = contingency([closed[i] for i in keep], [answers[rag_name][i]["right"] for i in keep])
-        return out
+        return {name: contingency(closed, [r["right"] for r in answers[name]]) for name in names}
 
-    def per_question(split, answers):
-        return [{"id": it["q"].id, "question": it["q"].question, "answers": list(it["q"].answers),
-                 "language": langs[it["q"].id], "doc": it["q"].doc, "relevant": sorted(it["relevant"]),
-                 "gold_chunk": it["gold"], "retrieved": it["retrieved"],
-                 **{name: {key: v for key, v in rows[i].items() if key != "id"} for name, rows in answers.items()}}
-                for i, it in enumerate(halves[split])]
+    def per_question(split, answers, extra=None):
+        out = []
+        for i, it in enumerate(halves[split]):
+            q = it["q"]
+            row = {"id": q.id, "question": q.question, "answers": list(q.answers), "language": langs[q.id],
+                   "doc": q.doc, "relevant": sorted(it["relevant"]), "gold_chunk": it["gold"], "retrieved": it["retrieved"],
+                   **{name: {key: v for key, v in rows[i].items() if key != "id"} for name, rows in answers.items()}}
+            if extra:
+                row["logprob"] = {name: v[i] for name, v in extra.items()}
+            out.append(row)
+        return out
 
     log.update(rounded({
         "recipe": {"model": "smollm2-135m-instruct", "decoding": "greedy", "max_new_tokens": MAX_NEW_TOKENS,
                    "chunks": {"size": CHUNK_SIZE, "overlap": CHUNK_OVERLAP, "count": len(chunks)},
                    "retriever": f"Hybrid([BM25, Dense(MiniLM)]), reciprocal rank fusion, depth {DEPTH}",
-                   "embeddings": f"{EMBEDDINGS_FILE} (float16)", "ks_tried": list(ks), "k": k,
-                   "k_chosen_by": "development accuracy, ties to the smaller k",
-                   "instruction": INSTRUCTION, "closed_book_instruction": CLOSED_BOOK_INSTRUCTION,
+                   "embeddings": f"{EMBEDDINGS_FILE} (float16)", "k": k,
+                   "k_chosen_by": "the first run: development accuracy over k in (1, 3), ties to the smaller k",
+                   "readers": {name: {"instruction": READERS[name][0], "prefill": READERS[name][1]}
+                               for name in ("first", *readers)},
+                   "reader": chosen,
+                   "reader_chosen_by": "development accuracy with the top k chunks, ties to the shorter prompt",
+                   "closed_book_instruction": CLOSED_BOOK_INSTRUCTION,
                    "scoring": "right when a key phrase appears (tinylm.rag.questions.answered)",
+                   "first_run": {"commit": first["commit"]["commit"], "cpu_seconds": first["cpu_seconds"],
+                                 "reused": "closed-book answers (both halves) and the first reader's answers"},
+                   "test_scored": "twice: first with the first reader (chosen on made-up questions), then with the "
+                                  "reader chosen on the development half after that result was seen",
                    "book_digest": corpus.digest(docs)},
         "retrieval_cpu_seconds": retrieval_seconds,
-        "dev": {"summary": dev, "tables": tables(dev_answers, f"rag-{k}"), "cpu_seconds": dev_seconds,
-                "questions": per_question("dev", dev_answers)},
-        "test": {"summary": test, "tables": tables(test_answers, f"rag-{k}"), "cpu_seconds": test_seconds,
-                 "questions": per_question("test", test_answers)},
+        "dev": {"summary": dev, "tables": tables(dev_answers, [n for n in dev_answers if n != "closed"]),
+                "cpu_seconds": dev_seconds, "questions": per_question("dev", dev_answers)},
+        "test": {"summary": test, "tables": tables(test_answers, [n for n in test_answers if n != "closed"]),
+                 "cpu_seconds": test_seconds, "questions": per_question("test", test_answers, logprob)},
+        "probe": probe,
     }))
     if limit:
         log.pop("_cpu_start", None)
         return log
-    folder = studies.output_dir(STUDY, out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / EMBEDDINGS_FILE, embeddings)
     return studies.save(STUDY, log)
