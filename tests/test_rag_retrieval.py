@@ -138,3 +138,21 @@ def test_the_split_is_fixed_by_the_id_and_roughly_even():
     ids = [f"q{i:03d}" for i in range(200)]
     assert [questions.split_of(i) for i in ids] == [questions.split_of(i) for i in ids]
     assert 70 < sum(questions.split_of(i) == "dev" for i in ids) < 130
+
+
+def test_a_query_longer_than_the_encoders_window_says_what_is_cut():
+    from tinylm.pretrained import minilm
+
+    encoder = minilm.sentence_encoder()
+    dense = retrieval.Dense(encoder, ["a chunk about attention", "a chunk about counting"])
+    short = "what does attention compute"
+    assert dense.cut(short) == ""
+    long = " ".join(["attention"] * 300) + " THE TAIL THAT IS CUT"
+    cut = dense.cut(long)
+    assert cut.endswith("THE TAIL THAT IS CUT") and 0 < len(cut.split()) < 60
+    with pytest.warns(retrieval.TruncatedQuery, match=f"its last {len(cut.split())} words are ignored"):
+        dense.rank(long, 1)
+    import warnings as w
+    with w.catch_warnings():
+        w.simplefilter("error")
+        assert dense.rank(short, 2)[0] == 0

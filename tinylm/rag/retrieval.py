@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import Counter
 from typing import Sequence
 
@@ -84,6 +85,10 @@ class BM25:
         return _top(self.scores(query), k)
 
 
+class TruncatedQuery(UserWarning):
+    """A query longer than the sentence encoder's window: only its beginning is embedded."""
+
+
 class Dense:
     """Cosine similarity between unit-length sentence embeddings of the query and the chunks.
 
@@ -102,8 +107,27 @@ class Dense:
         if self.embeddings.shape[0] != len(texts):
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(texts)} chunks")
 
+    def cut(self, text: str) -> str:
+        """The end of ``text`` that the encoder does not read ('' when all of it fits): MiniLM reads
+        at most 256 word pieces and silently drops the rest."""
+        tokenizer = getattr(getattr(self.encoder, "tokenizer", None), "library", None)
+        if tokenizer is None:
+            return ""
+        encoding = tokenizer.encode(text)
+        if not encoding.overflowing:
+            return ""
+        read = [end for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask) if not special]
+        return text[max(read):].strip() if read else text
+
     def embed_query(self, query: str) -> np.ndarray:
+        """The query's embedding; a query longer than the encoder's window is embedded from its
+        beginning, and a :class:`TruncatedQuery` warning says what was cut."""
         _check_query(query)
+        cut = self.cut(query)
+        if cut:
+            warnings.warn(f"the query is longer than the encoder reads: its last {len(cut.split())} words "
+                          f"are ignored, from {cut[:60]!r}{'...' if len(cut) > 60 else ''}",
+                          TruncatedQuery, stacklevel=2)
         return np.asarray(self.encoder.embed([query]), dtype=np.float32)[0]
 
     def scores(self, query: str) -> np.ndarray:
