@@ -162,26 +162,112 @@ def test_k_is_chosen_by_development_accuracy_ties_to_the_smaller():
     assert G.choose_k(dev) == 1
 
 
+@pytest.mark.parametrize("reader", list(G.READERS))
+def test_every_reader_asks_with_its_instruction_and_starts_the_answer_with_its_prefill(reader):
+    instruction, pre = G.READERS[reader]
+    prompt = G.rag_prompt("Which tokeniser?", CHUNKS, CHATML, reader)
+    user = prompt.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+    assert user == "Sources:\n\n" + G.sources_text(CHUNKS) + "\n\nQuestion: Which tokeniser?\n" + instruction
+    assert prompt.endswith("<|im_start|>assistant\n" + pre) and G.prefill(prompt) == pre
+    probe = G.probe_prompt("Which tokeniser?", CHUNKS, CHATML, reader)
+    assert prompt == probe + pre and probe.endswith("<|im_start|>assistant\n") and G.prefill(probe) == ""
+    assert G.probe_prompt("Which tokeniser?", [], CHATML, reader) == G.closed_book_prompt("Which tokeniser?", CHATML)
+    with pytest.raises(ValueError, match="unknown reader"):
+        G.rag_prompt("Which tokeniser?", CHUNKS, CHATML, "oracle")
+
+
+def test_the_readers_differ_and_the_first_is_the_old_prompt():
+    assert G.READERS["first"] == (G.INSTRUCTION, G.ANSWER_PREFIX)
+    assert len({pre for _, pre in G.READERS.values()}) == len(G.READERS)
+    assert G.rag_prompt("Why?", CHUNKS, CHATML) == G.rag_prompt("Why?", CHUNKS, CHATML, "first")
+
+
+def test_answers_from_every_reader_keep_its_prefill_and_are_scored_and_cited():
+    torch.manual_seed(0)
+    model, tok = _tiny(), Chars()
+    for reader, (_, pre) in G.READERS.items():
+        prompt = G.rag_prompt("Why?", CHUNKS, CHATML, reader)
+        text = G.answer(model, tok, [prompt], max_new_tokens=3)[0]
+        assert text.startswith(pre.strip()) and len(text) >= len(pre.strip()) + 1
+    q = Question("q", "?", ("byte-level BPE",), "tokens", "x")
+    quoted = '"GPT-2 made byte-level BPE standard."'             # what the extractive reader should write
+    assert questions.answered(quoted, q) and G.cited_sources(quoted) == []
+    assert G.cited_sources("The answer is byte-level BPE [2].") == [2]
+
+
+def _tiny():
+    config = TransformerConfig(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, max_len=512,
+                               norm="rms", positions="rotary", mlp="swiglu", bias=False)
+    return DecoderLM(config).eval()
+
+
+def test_the_key_phrase_log_probability_against_a_softmax_by_hand():
+    torch.manual_seed(1)
+    model, tok = _tiny(), Chars()
+    prompt = G.probe_prompt("Why?", CHUNKS, CHATML, "first")
+    got = G.key_phrase_logprob(model, tok, prompt, "  BPE ")
+    head, tail = tok.encode(prompt + "Answer:"), tok.encode(" BPE")
+    ids = head + tail
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]))[0][0]
+    logp = torch.log_softmax(logits.double(), -1)
+    want = sum(float(logp[t - 1, ids[t]]) for t in range(len(head), len(ids)))
+    assert got == pytest.approx(want, abs=1e-4) and got < 0
+    assert G.key_phrase_logprob(model, tok, prompt, "BPE") == pytest.approx(got, abs=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        G.key_phrase_logprob(model, tok, prompt, "  ")
+
+
+def test_gains_and_the_reader_choice():
+    g = G.gains([-5.0, -2.0, -1.0], [-1.0, -3.0, -1.0])
+    assert g == {"n": 3, "mean_gain": pytest.approx(1.0), "median_gain": pytest.approx(0.0), "positive": 1}
+    with pytest.raises(ValueError):
+        G.gains([-1.0], [])
+    dev = {"first": {"all": {"right": 4}, "prompt_tokens": 700}, "extractive": {"all": {"right": 6}, "prompt_tokens": 690},
+           "short": {"all": {"right": 6}, "prompt_tokens": 680}}
+    assert G.choose_reader(dev) == "short"                  # a tie: the shorter prompt
+    dev["extractive"]["all"]["right"] = 7
+    assert G.choose_reader(dev) == "extractive"
+    with pytest.raises(ValueError):
+        G.choose_reader({})
+
+
 def test_the_committed_study():
     from tinylm.usage import studies
     try:
         log = studies.load(G.STUDY)
     except FileNotFoundError:
         pytest.skip("the study has not been run")
-    assert log["commit"]["dirty"] is False and log["recipe"]["k"] in log["recipe"]["ks_tried"]
-    k = log["recipe"]["k"]
-    test = log["test"]
-    for name, entry in test["summary"].items():
-        rows = [q[name] for q in test["questions"]]
-        assert entry["all"]["right"] == sum(r["right"] for r in rows)
-    for q in test["questions"]:                    # every stored answer is scored by the stated rule
-        question = Question(q["id"], q["question"], tuple(q["answers"]), q["doc"], "")
-        for name in ("closed", f"rag-{k}", "gold"):
-            assert q[name]["right"] == questions.answered(q[name]["answer"], question)
-        assert q[f"rag-{k}"]["sources"] == q["retrieved"][:k] and q["gold"]["sources"] == [q["gold_chunk"]]
-        assert q[f"rag-{k}"]["cited"] == G.cited_sources(q[f"rag-{k}"]["answer"])
-    closed = [q["closed"]["right"] for q in test["questions"]]
-    assert test["tables"]["rag"] == G.contingency(closed, [q[f"rag-{k}"]["right"] for q in test["questions"]])
+    recipe = log["recipe"]
+    assert log["commit"]["dirty"] is False and set(recipe["readers"]) == set(G.READERS)
+    for name, r in recipe["readers"].items():
+        assert (r["instruction"], r["prefill"]) == G.READERS[name]
+    k, reader = recipe["k"], recipe["reader"]
     dev = log["dev"]["summary"]
-    assert k == G.choose_k({name: v for name, v in dev.items()})
-    assert G.load_embeddings().shape == (log["recipe"]["chunks"]["count"], 384)
+    assert reader == G.choose_reader({n.split("/")[0]: s for n, s in dev.items() if n != "closed"})
+    for half in ("dev", "test"):
+        for name, entry in log[half]["summary"].items():
+            assert entry["all"]["right"] == sum(q[name]["right"] for q in log[half]["questions"])
+        for q in log[half]["questions"]:           # every stored answer is scored by the stated rule
+            question = Question(q["id"], q["question"], tuple(q["answers"]), q["doc"], "")
+            for name in log[half]["summary"]:
+                assert q[name]["right"] == questions.answered(q[name]["answer"], question)
+                if name != "closed":
+                    assert q[name]["cited"] == G.cited_sources(q[name]["answer"])
+                    want = [q["gold_chunk"]] if name.endswith("gold") else q["retrieved"][:k]
+                    assert q[name]["sources"] == want
+        closed = [q["closed"]["right"] for q in log[half]["questions"]]
+        for name, table in log[half]["tables"].items():
+            assert table == G.contingency(closed, [q[name]["right"] for q in log[half]["questions"]])
+    test = log["test"]
+    assert f"{reader}/rag-{k}" in test["summary"] and "first/gold" in test["summary"]
+    for name, g in log["probe"]["gain"].items():
+        lp = [q["logprob"] for q in test["questions"]]
+        assert g == pytest.approx(G.gains([x["closed"] for x in lp], [x[name] for x in lp]), abs=2e-3)
+    first = studies.output_dir(G.STUDY) / G.FIRST_READER_FILE
+    import json
+    old = {q["id"]: q for q in json.loads(first.read_text())["test"]["questions"]}
+    for q in test["questions"]:                    # the first reader's answers are the first run's
+        assert q[f"first/rag-{k}"]["answer"] == old[q["id"]][f"rag-{k}"]["answer"]
+        assert q["closed"]["answer"] == old[q["id"]]["closed"]["answer"]
+    assert G.load_embeddings().shape == (recipe["chunks"]["count"], 384)

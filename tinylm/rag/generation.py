@@ -11,16 +11,24 @@ prompt and asks the model to answer from them.  Here:
   sources**, ``[1] (chapter § section) text``, and the instruction to answer in one short
   sentence from the sources and to name the source's number, or to say the answer is not in
   them; :func:`closed_book_prompt` asks the same question with no sources;
+- :data:`READERS` are alternative prompts for the same sources (an instruction and a prefill
+  each: the ``first`` prompt, an ``extractive`` one that asks for a quoted sentence, a ``short``
+  one that asks for a few words); the study chooses one on the development half;
 - :func:`answer` decodes greedily with the KV cache (:func:`tinylm.generate`), one prompt at a time;
 - :func:`cited_sources` reads the source numbers an answer names (its **citations**, 引用), and
   :func:`citation_relevant` checks that a cited number points at a chunk that holds the evidence;
 - an answer is right when it contains one of the question's key phrases
   (:func:`tinylm.rag.questions.answered`): a stated, automatic rule, generous to an answer that
   copies a source at length, strict with a right answer in other words;
+- :func:`key_phrase_logprob` is a measure that needs no generation: the log-probability the model
+  gives the key phrase as the start of its answer (teacher-forced), closed book and with sources;
+  :func:`gains` compares two conditions question by question;
 - :func:`contingency` is the 2×2 table closed-book right/wrong × RAG right/wrong; its cell
   "right closed-book, wrong with retrieval" is where retrieval **hurts**.
 
-``python -m tinylm study rag-generation`` (:func:`run`) measures it on the book's questions with
+``python -m tinylm study rag-generation`` (:func:`run`; its second run, which reuses the first's
+answers, compares the readers on the development half and scores the test half a second time with
+the chosen one) measures it on the book's questions with
 SmolLM2-135M-Instruct as the reader and a hybrid retriever (BM25 and MiniLM embeddings fused by
 reciprocal rank fusion) over 128-word chunks overlapping by 32: ``k`` is chosen on the development
 half, and the test half is answered once closed-book, with the top ``k`` chunks, and with the
