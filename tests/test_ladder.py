@@ -48,7 +48,8 @@ WRITTEN_BY_COMMANDS = {"ladder": "python -m tinylm_course execute (labs call lad
                        "scaling_laws": "python -m tinylm scaling", "speedrun": "python -m tinylm speedrun",
                        "score-": "python -m tinylm score", "ablate-": "python -m tinylm ablate",
                        "alignment": "python -m tinylm align", "study-": "python -m tinylm study",
-                       "rag": "python -m tinylm study rag-retrieval"}
+                       "rag": "python -m tinylm study rag-retrieval",
+                       "quantisation": "python -m tinylm study quantisation", "serving": "python -m tinylm study serving"}
 """Results that a command writes (a name, or a prefix ending in -), and the command."""
 
 

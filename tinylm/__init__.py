@@ -21,6 +21,7 @@ The package, one concept per module:
 - ``tinylm.usage``          using LLMs well and safely: decoding, prompting, a scratchpad, calibration, prompt attacks, bias, memorisation; the studies behind ``python -m tinylm study``
 - ``tinylm.rag``            retrieval-augmented generation over the book: chunks (``corpus``), labelled questions (``questions``), BM25, dense and fused retrieval (``retrieval``, ``fusion``), vector indexes (``index``), answers with sources (``generation``)
 - ``tinylm.agents``         a language model that calls tools: a safe calculator (``calculator``), tools and their call format (``tools``), the ReAct loop (``react``), tasks (``tasks``)
+- ``tinylm.deploy``         making models small and serving them: LoRA (``lora``), block quantisation (``quantise``), the paged key/value cache (``paging``), continuous batching (``batching``), an OpenAI-compatible server (``server``), the cost of a token (``cost``)
 - ``tinylm.evaluation``     bits per character, compressors, answer scores (``metrics``, ``answers``); the ladder (``ladder``); a split scored by a large model (``long_scores``)
 - ``tinylm.analysis``       parameter counts (``params``), embeddings (``embeddings``), figures (``plots``), speed (``speed``), compute and energy (``compute``), published LLMs (``landscape``)
 - ``tinylm.pretrained``     real models' files in our code: GGUF (``gguf``), all-MiniLM-L6-v2 (``minilm``), SmolLM2-135M-Instruct (``smollm2``)

@@ -1,7 +1,8 @@
 """The studies that ``python -m tinylm study NAME`` runs, each a function of one module.
 
 A study module defines ``run(out_dir: Path | None = None) -> dict``: it does the whole
-measurement on one thread, seeded, writes ``results/study-NAME.json`` through :func:`save`, and
+measurement on one thread, seeded, writes ``results/study-NAME.json`` (or the name in
+:data:`RESULT_NAMES`) through :func:`save`, and
 returns the log it wrote, with its ``cpu_seconds``.  The log records the code's git commit
 (:func:`tinylm.system.code_commit`) so a reader can tell which code made the numbers.
 """
@@ -33,8 +34,13 @@ STUDIES = {
 with a dot, of :mod:`tinylm` (``rag.corpus`` is :mod:`tinylm.rag.corpus`)."""
 
 
+RESULT_NAMES = {"quantisation": "quantisation", "serving": "serving"}
+"""Studies whose log has a name of its own (the issue that asked for them named the file);
+every other study writes ``results/study-NAME.json``."""
+
+
 def result_name(study: str) -> str:
-    return f"study-{study}"
+    return RESULT_NAMES.get(study, f"study-{study}")
 
 
 def output_dir(study: str, out_dir: Path | None = None) -> Path:
@@ -48,7 +54,8 @@ def started() -> dict:
 
 
 def save(study: str, log: dict) -> dict:
-    """Finish a study's log (its CPU-seconds) and write it to ``results/study-NAME.json``."""
+    """Finish a study's log (its CPU-seconds) and write it to ``results/study-NAME.json`` (or the
+name in :data:`RESULT_NAMES`)."""
     log = dict(log)
     start = log.pop("_cpu_start", None)
     if start is not None:
