@@ -142,11 +142,15 @@ def rotate(x: torch.Tensor, start: int, base: float = 10000.0) -> torch.Tensor:
 
 def turn(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     """Turn the rows of x (..., L, d) by the rotary angles of ``positions`` (L values, or one for
-    every row).  Turns add up: a row turned by p and then by -s is the row turned by p - s."""
+    every row; or, for x (B, heads, L, d), a (B, L) table: each sequence its own positions).
+    Turns add up: a row turned by p and then by -s is the row turned by p - s."""
     d = x.shape[-1]
     inv = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
-    angles = positions.to(torch.float32).reshape(-1, 1) * inv
+    per_sequence = positions.dim() == 2
+    angles = positions.to(torch.float32)[..., None] * inv if per_sequence else positions.to(torch.float32).reshape(-1, 1) * inv
     cos, sin = torch.cat([angles.cos()] * 2, -1).to(x.dtype), torch.cat([angles.sin()] * 2, -1).to(x.dtype)
+    if per_sequence:                       # (B, L, d) -> (B, 1, L, d): the same turn for every head
+        cos, sin = cos[:, None], sin[:, None]
     half1, half2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-half2, half1], dim=-1) * sin
 
@@ -162,6 +166,16 @@ class KVCache:
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.length = 0          # tokens cached (the position of the next token)
+
+    def positions(self, n_new: int) -> torch.Tensor:
+        """The positions of the next ``n_new`` tokens (the same for every sequence of the batch)."""
+        return torch.arange(self.length, self.length + n_new, dtype=torch.float32)
+
+    def key_mask(self) -> torch.Tensor | None:
+        """Which cached keys each sequence may see: here all of them (None).  A cache that holds
+        sequences of different lengths side by side (:mod:`tinylm.deploy.batching`) says which
+        are padding."""
+        return None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         if layer in self.keys:
@@ -243,10 +257,14 @@ class MultiHeadAttention(nn.Module):
         else:
             k, v = self._heads(self.k(x), c.kv_heads), self._heads(self.v(x), c.kv_heads)
             if c.positions == "rotary":
-                past = cache.length if cache is not None else 0
-                q, k = rotate(q, past, c.rope_base), rotate(k, past, c.rope_base)
+                positions = (cache.positions(x.shape[1]) if cache is not None
+                             else torch.arange(x.shape[1], dtype=torch.float32))
+                q, k = turn(q, positions, c.rope_base), turn(k, positions, c.rope_base)
             if cache is not None:
                 k, v = cache.update(self.layer, k, v)
+                visible = cache.key_mask()             # None, or (B, 1, 1, keys): padding hidden
+                if visible is not None:
+                    mask = visible if mask is None else mask & visible
         if c.kv_heads != c.n_heads:                    # grouped-query: each key/value head serves a group
             k = k.repeat_interleave(c.n_heads // c.kv_heads, dim=1)
             v = v.repeat_interleave(c.n_heads // c.kv_heads, dim=1)
