@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinylm.deploy.paging import BlockAllocator, OutOfBlocks, Slot, blocks_for
+from tinylm.deploy.paging import (BlockAllocator, OutOfBlocks, Slot, blocks_for, contiguous_usage,
+                                  paged_usage, requests_that_fit, shared_prefix_blocks)
 
 
 def check_invariants(pool: BlockAllocator):
@@ -152,3 +153,100 @@ def test_random_operations_keep_the_invariants_and_the_contents(ops, block_size,
         pool.free(s)
     assert pool.free_blocks == num_blocks and pool.used_blocks == 0
     check_invariants(pool)
+
+
+# ----------------------------------------------------------------------------- the measurement
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(1, 30), st.integers(0, 20)), min_size=1, max_size=6),
+       st.sampled_from([1, 4, 8, 16]))
+def test_usage_counts_equal_a_step_by_step_simulation(requests, block_size):
+    """The closed-form counts against a loop over the steps, the paged one through a real
+    allocator holding every request at once."""
+    prompt, generated, spare = zip(*requests)
+    reserved = [p + g + s for p, g, s in requests]
+    contiguous = contiguous_usage(prompt, generated, reserved)
+    paged = paged_usage(prompt, generated, block_size)
+    used = held = reserved_slots = never = 0
+    for i, (p, g, s) in enumerate(requests):
+        pool = BlockAllocator(10_000, block_size)
+        pool.allocate(i, p)
+        for _ in range(g):
+            pool.append(i)
+            n = pool.length(i)
+            used += n
+            held += pool.used_blocks * block_size
+            reserved_slots += reserved[i]
+            never += s
+    assert contiguous["used"] == paged["used"] == used
+    assert contiguous["reserved"] == reserved_slots and contiguous["never_used"] == never
+    assert contiguous["used"] + contiguous["reserved_for_later"] + never == reserved_slots
+    assert paged["reserved"] == held
+    assert paged["last_block_unused"] < block_size * sum(generated)   # < one block a request a step
+    steps = sum(generated)
+    assert requests_that_fit(10_000, paged) == 10_000 * steps // held
+    assert requests_that_fit(10_000, contiguous) == 10_000 * steps // reserved_slots
+
+
+def test_usage_bad_input():
+    with pytest.raises(ValueError, match="does not fit"):
+        contiguous_usage([10], [5], [12])
+    with pytest.raises(ValueError, match="2 prompt lengths but 1"):
+        paged_usage([10, 3], [5], 16)
+
+
+def test_shared_prefix_blocks_by_hand():
+    # prompt 20 tokens, block 8: blocks 0, 1 full, block 2 holds 4 tokens; 3 samples of 2 tokens
+    # separately: 3 x ceil(22 / 8) = 9 blocks; shared: 3 prompt blocks + 2 copies of the last
+    out = shared_prefix_blocks(20, [2, 2, 2], 8)
+    assert out == {"separate": 9, "shared": 5, "copies": 2, "saving": 1 - 5 / 9}
+    # a prompt that ends on a block boundary needs no copy: 2 full blocks + one new block each
+    assert shared_prefix_blocks(16, [3, 3], 8) == {"separate": 6, "shared": 4, "copies": 0, "saving": 1 - 4 / 6}
+
+
+# ----------------------------------------------------------------------------- real tensors
+
+def tiny_llama():
+    import torch
+    from tinylm.models.transformer import DecoderLM, TransformerConfig
+
+    torch.manual_seed(0)
+    config = TransformerConfig(vocab_size=50, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=48,
+                               max_len=64, norm="rms", positions="rotary", mlp="swiglu", bias=False)
+    return DecoderLM(config).eval()
+
+
+def test_paged_cache_gives_the_logits_of_the_contiguous_cache():
+    """Prompt, then tokens one by one, through the pool (block size 3, blocks scattered by an
+    earlier sequence); a fork continues from the shared prompt and copy-on-write keeps the
+    parent's keys intact: every logit equals the model's with its ordinary KVCache."""
+    import torch
+    from tinylm.deploy.paging import PagedKVCache
+
+    model = tiny_llama()
+    paged = PagedKVCache.for_model(model.config, num_blocks=20, block_size=3)
+    assert paged.bytes_per_token == 2 * 2 * 2 * 8 * 4
+    paged.reserve("other", 4)                  # blocks 0, 1 taken: the sequences below start at 2
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, 50, (1, 7), generator=g)
+    nexts = torch.randint(0, 50, (2, 4), generator=g)
+    with torch.no_grad():
+        ref_state = model.new_state()
+        ref_prompt, _ = model(prompt, ref_state)
+        got_prompt, _ = model(prompt, paged.sequence("a"))
+        torch.testing.assert_close(got_prompt, ref_prompt)
+        paged.fork("a", "b")
+        for seq, row in (("a", 0), ("b", 1)):
+            ref = model.new_state()
+            model(prompt, ref)
+            for t in range(4):
+                token = nexts[row, t].view(1, 1)
+                want, _ = model(token, ref)
+                got, _ = model(token, paged.sequence(seq))
+                torch.testing.assert_close(got, want)
+    assert paged.allocator.copies == 1             # b's first token went into a's last block
+    assert paged.allocator.length("a") == paged.allocator.length("b") == 11
+    shared = set(paged.allocator.table("a")) & set(paged.allocator.table("b"))
+    assert len(shared) == 2                        # the prompt's two full blocks
+    k, _ = paged.gather("a", 1)
+    torch.testing.assert_close(k[None, :, :7], ref_state.keys[1])

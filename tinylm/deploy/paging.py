@@ -199,3 +199,179 @@ class BlockAllocator:
     def __repr__(self) -> str:
         return (f"BlockAllocator({self.num_blocks} blocks of {self.block_size} tokens: "
                 f"{self.used_blocks} used, {len(self._tables)} sequences)")
+
+
+# ----------------------------------------------------------------------------- real keys and values
+
+class PagedKVCache:
+    """Keys and values of many sequences in one pool of blocks, read through each block table.
+
+    ``keys`` and ``values`` are tensors (layers, num_blocks, kv_heads, block_size, head_dim):
+    physical block b of layer l holds ``block_size`` tokens of every key/value head.  A
+    sequence's keys are *gathered* from its blocks in the order of its table, the index
+    operation at the heart of PagedAttention (vLLM does it inside the attention kernel, without
+    building the contiguous copy that :meth:`gather` builds here).
+
+    :meth:`sequence` gives the cache of one sequence in the form the model expects
+    (``length``, ``positions``, ``key_mask``, ``update``), so
+    ``model(ids, paged.sequence("a"))`` reads and writes through the pool; ``paged.fork("a",
+    "b")`` then lets "b" continue from "a"'s prompt without copying it.
+    """
+
+    def __init__(self, n_layers: int, kv_heads: int, head_dim: int, num_blocks: int, block_size: int,
+                 dtype: torch.dtype = torch.float32):
+        self.allocator = BlockAllocator(num_blocks, block_size)
+        shape = (n_layers, num_blocks, kv_heads, block_size, head_dim)
+        self.keys, self.values = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        self._slots: dict = {}           # sequence -> slots of the tokens being written now
+
+    @classmethod
+    def for_model(cls, config, num_blocks: int, block_size: int) -> "PagedKVCache":
+        """A pool shaped for a :class:`~tinylm.models.transformer.TransformerConfig`."""
+        return cls(config.n_layers, config.kv_heads, config.head_dim, num_blocks, block_size)
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes of keys and values one token takes: layers x 2 x kv_heads x head_dim x element size."""
+        layers, _, heads, _, d = self.keys.shape
+        return layers * 2 * heads * d * self.keys.element_size()
+
+    def reserve(self, seq_id, n_new: int) -> list[Slot]:
+        """Slots for ``n_new`` more tokens of ``seq_id`` (a new sequence gets a prompt's blocks);
+        a copy-on-write slot copies its shared block, in every layer, before anything is written."""
+        pool = self.allocator
+        if seq_id not in pool.sequences:
+            table = pool.allocate(seq_id, n_new)
+            return [Slot(table[i // pool.block_size], i % pool.block_size) for i in range(n_new)]
+        slots = []
+        for _ in range(n_new):
+            slot = pool.append(seq_id)
+            if slot.copied_from is not None:
+                self.keys[:, slot.block] = self.keys[:, slot.copied_from]
+                self.values[:, slot.block] = self.values[:, slot.copied_from]
+            slots.append(slot)
+        return slots
+
+    def write(self, layer: int, slots: list[Slot], k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store keys and values (kv_heads, n, head_dim) of n tokens at their slots."""
+        blocks = torch.tensor([s.block for s in slots])
+        offsets = torch.tensor([s.offset for s in slots])
+        self.keys[layer, blocks, :, offsets] = k.transpose(0, 1).to(self.keys.dtype)
+        self.values[layer, blocks, :, offsets] = v.transpose(0, 1).to(self.values.dtype)
+
+    def gather(self, seq_id, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sequence's keys and values of one layer, (kv_heads, length, head_dim), read from
+        its blocks in table order."""
+        table, n = torch.tensor(self.allocator.table(seq_id)), self.allocator.length(seq_id)
+        heads, d = self.keys.shape[2], self.keys.shape[4]
+
+        def read(pool):                  # (blocks, heads, size, d) -> (heads, blocks * size, d)
+            return pool[layer, table].transpose(0, 1).reshape(heads, -1, d)[:, :n]
+        return read(self.keys), read(self.values)
+
+    def fork(self, parent, child) -> None:
+        self.allocator.fork(parent, child)
+
+    def free(self, seq_id) -> None:
+        self.allocator.free(seq_id)
+
+    def sequence(self, seq_id) -> "SequenceCache":
+        """The cache of one sequence, as :class:`~tinylm.models.transformer.DecoderLM` uses one."""
+        return SequenceCache(self, seq_id)
+
+
+class SequenceCache:
+    """One sequence's view of a :class:`PagedKVCache`, with the interface of
+    :class:`~tinylm.models.transformer.KVCache` for a batch of one: layer 0 reserves the slots of
+    the new tokens, every layer writes its keys and values there and reads the whole sequence
+    back through the block table."""
+
+    def __init__(self, paged: PagedKVCache, seq_id):
+        self.paged, self.seq_id = paged, seq_id
+        pool = paged.allocator
+        self.length = pool.length(seq_id) if seq_id in pool.sequences else 0
+
+    def positions(self, n_new: int) -> torch.Tensor:
+        return torch.arange(self.length, self.length + n_new, dtype=torch.float32)
+
+    def key_mask(self):
+        return None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if k.shape[0] != 1:
+            raise ValueError(f"a SequenceCache holds one sequence; got a batch of {k.shape[0]}")
+        if layer == 0:
+            self.paged._slots[self.seq_id] = self.paged.reserve(self.seq_id, k.shape[-2])
+        self.paged.write(layer, self.paged._slots[self.seq_id], k[0], v[0])
+        keys, values = self.paged.gather(self.seq_id, layer)
+        return keys[None], values[None]
+
+
+# ----------------------------------------------------------------------------- the measurement
+
+def _lengths(prompt, generated):
+    prompt, generated = [int(p) for p in prompt], [int(g) for g in generated]
+    if len(prompt) != len(generated):
+        raise ValueError(f"{len(prompt)} prompt lengths but {len(generated)} answer lengths")
+    if not prompt or min(prompt) < 1 or min(generated) < 1:
+        raise ValueError("give at least one request, each with >= 1 prompt and >= 1 generated token")
+    return prompt, generated
+
+
+def contiguous_usage(prompt, generated, reserved) -> dict:
+    """Token-slots of a cache that gives each request one contiguous buffer of ``reserved[i]``
+    tokens (its maximum: prompt + max_tokens, or the model's whole context) for its whole life.
+
+    Counted at every decoding step of every request (the cache holds prompt + t tokens after
+    step t = 1 .. generated) and summed: ``used`` slots hold a token, ``reserved_for_later``
+    will hold one before the request ends, ``never_used`` never will (internal fragmentation);
+    ``reserved`` is all three.  ``waste`` = (reserved - used) / reserved."""
+    prompt, generated = _lengths(prompt, generated)
+    reserved = [int(r) for r in reserved]
+    used = later = never = total = 0
+    for p, g, r in zip(prompt, generated, reserved):
+        if r < p + g:
+            raise ValueError(f"a request of {p} + {g} tokens does not fit in {r} reserved")
+        used += g * p + g * (g + 1) // 2                    # sum of p + t, t = 1 .. g
+        later += g * (p + g) - (g * p + g * (g + 1) // 2)   # sum of (p + g) - (p + t)
+        never += g * (r - p - g)
+        total += g * r
+    return {"used": used, "reserved_for_later": later, "never_used": never, "reserved": total,
+            "waste": (total - used) / total, "steps": sum(generated)}
+
+
+def paged_usage(prompt, generated, block_size: int) -> dict:
+    """The same count for a paged cache: after step t a request holds ceil((p + t) / block_size)
+    blocks, so its only unused slots are the rest of its last block (< one block)."""
+    prompt, generated = _lengths(prompt, generated)
+    used = held = 0
+    for p, g in zip(prompt, generated):
+        for n in range(p + 1, p + g + 1):
+            used += n
+            held += blocks_for(n, block_size) * block_size
+    return {"used": used, "last_block_unused": held - used, "reserved": held,
+            "waste": (held - used) / held, "steps": sum(generated)}
+
+
+def requests_that_fit(budget_tokens: int, usage: dict) -> int:
+    """How many requests a cache of ``budget_tokens`` token-slots holds at once, at the mix's
+    average footprint (reserved slots per request per step): the batch size it allows."""
+    return int(budget_tokens) * usage["steps"] // usage["reserved"]
+
+
+def shared_prefix_blocks(prompt: int, generated, block_size: int) -> dict:
+    """Blocks that ``len(generated)`` samples of one ``prompt``-token prompt hold at their end,
+    each with its own copy of the prompt, or sharing it through :meth:`BlockAllocator.fork`
+    (copy-on-write copies the prompt's partly filled last block once per sample that writes
+    into it).  Counted with a real :class:`BlockAllocator`."""
+    generated = [int(g) for g in generated]
+    need = sum(blocks_for(prompt + g, block_size) for g in generated)
+    pool = BlockAllocator(need, block_size)
+    pool.allocate(0, prompt)
+    for i in range(1, len(generated)):
+        pool.fork(0, i)
+    for i, g in enumerate(generated):
+        for _ in range(g):
+            pool.append(i)
+    return {"separate": need, "shared": pool.used_blocks, "copies": pool.copies,
+            "saving": 1 - pool.used_blocks / need}
