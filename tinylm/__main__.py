@@ -28,6 +28,10 @@ Commands
                                         calibration, attacks, memorisation) or of the applications
                                         (rag-book, ...); writes results/study-NAME.json
                                         (and, if it trains, checkpoints/study/NAME/)
+  serve [--port N] [--model M] [--max-batch B]
+                                        serve a model (default smollm2-135m-instruct) with an OpenAI-compatible
+                                        API on http://127.0.0.1:N/v1 (default port 8000), batching requests
+                                        continuously; prints the URL and how to call it with the openai client
 
 The course's own commands (executing, grading and benchmarking labs) are ``python -m tinylm_course``.
 """
@@ -189,6 +193,13 @@ def study_command(args) -> int:
     return 0
 
 
+def serve_command(args) -> int:
+    from .deploy import server
+
+    server.serve(port=args.port, model=args.model, max_batch=args.max_batch)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tinylm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -244,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     studier.add_argument("name", help="decoding, prompting, scratchpad, calibration, attacks or memorisation")
     studier.add_argument("--out-dir", metavar="DIR", help="write its checkpoints here (default: checkpoints/study/NAME)")
     studier.set_defaults(run=study_command)
+    server = sub.add_parser("serve", help="an OpenAI-compatible server on 127.0.0.1 with continuous batching")
+    server.add_argument("--port", type=int, default=8000, metavar="N", help="the port on 127.0.0.1 (default 8000)")
+    server.add_argument("--model", default="smollm2-135m-instruct", metavar="M",
+                        help="the model to serve (default smollm2-135m-instruct)")
+    server.add_argument("--max-batch", type=int, default=8, metavar="B",
+                        help="requests decoded together at most (default 8; 1: one at a time)")
+    server.set_defaults(run=serve_command)
 
     args = parser.parse_args(argv)
     try:

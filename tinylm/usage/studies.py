@@ -29,6 +29,8 @@ STUDIES = {
     "rag-retrieval": "rag.fusion",
     "agents": "agents.tasks",
     "rag-index": "rag.index",
+    "quantisation": "deploy.quantise",
+    "serving": "deploy.server",
 }
 """Each study's name and the module whose ``run`` makes it: a module of :mod:`tinylm.usage`, or,
 with a dot, of :mod:`tinylm` (``rag.corpus`` is :mod:`tinylm.rag.corpus`)."""
