@@ -329,11 +329,14 @@ class Engine:
                 batch = len(rows)
                 if rows:                                      # (b) one forward over every newest token
                     start = time.thread_time()
-                    cache = BatchCache([r.cache for r in rows])
                     newest = torch.tensor([[r.tokens[-1]] for r in rows])
-                    logits, _ = self.model(newest, cache)
-                    cache.scatter()
-                    self.gather_seconds += cache.gather_seconds
+                    if len(rows) == 1:                        # one sequence: its own cache, nothing to gather
+                        logits, _ = self.model(newest, rows[0].cache)
+                    else:
+                        cache = BatchCache([r.cache for r in rows])
+                        logits, _ = self.model(newest, cache)
+                        cache.scatter()
+                        self.gather_seconds += cache.gather_seconds
                     self.decode_seconds += time.thread_time() - start
                     for row, request in enumerate(rows):      # (c) sample each row, (d) retire
                         self._choose(request, logits[row, -1], retired)

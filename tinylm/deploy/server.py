@@ -498,7 +498,7 @@ def serve(host: str = HOST, port: int = 8000, model: str = "smollm2-135m-instruc
 
 CLIENTS = (1, 2, 4, 8, 16)
 """Concurrent clients in the load test."""
-REQUESTS_PER_CLIENT = 2
+REQUESTS_PER_CLIENT = 3
 MAX_TOKENS = 32
 BATCH_LIMIT = 16
 QUESTIONS = [
@@ -535,21 +535,24 @@ def load_test(url: str, model: str, clients: int, requests_per_client: int, max_
         for r in range(requests_per_client):
             question = QUESTIONS[(c + r) % len(QUESTIONS)]
             start = time.perf_counter()
-            first, n = None, 0
+            first, n, text = None, 0, []
             try:
                 stream = api.chat.completions.create(
                     model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
                     temperature=0, stream=True, stream_options={"include_usage": True},
                     extra_body={"ignore_eos": True})
                 for part in stream:
-                    if part.choices and part.choices[0].delta.content and first is None:
-                        first = time.perf_counter() - start
+                    if part.choices and part.choices[0].delta.content:
+                        text.append(part.choices[0].delta.content)
+                        if first is None:
+                            first = time.perf_counter() - start
                     if part.usage is not None:
                         n = part.usage.completion_tokens
             except Exception as exc:      # recorded, not hidden
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            records.append({"latency": time.perf_counter() - start, "ttft": first, "tokens": n})
+            records.append({"latency": time.perf_counter() - start, "ttft": first, "tokens": n,
+                            "key": (c, r), "text": "".join(text)})
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     start = time.perf_counter()
@@ -564,7 +567,8 @@ def load_test(url: str, model: str, clients: int, requests_per_client: int, max_
     return {"clients": clients, "requests": len(records), "errors": errors, "tokens": tokens,
             "wall_seconds": round(wall, 2), "tokens_per_second": round(tokens / wall, 2),
             "latency_p50": round(percentile(latencies, 50), 3), "latency_p95": round(percentile(latencies, 95), 3),
-            "ttft_p50": round(percentile(ttfts, 50), 3), "ttft_p95": round(percentile(ttfts, 95), 3)}
+            "ttft_p50": round(percentile(ttfts, 50), 3), "ttft_p95": round(percentile(ttfts, 95), 3),
+            "_texts": {r["key"]: r["text"] for r in records}}
 
 
 def run(out_dir=None, clients: Sequence[int] = CLIENTS, requests_per_client: int = REQUESTS_PER_CLIENT,
@@ -591,8 +595,10 @@ def run(out_dir=None, clients: Sequence[int] = CLIENTS, requests_per_client: int
                      "requests_per_client": requests_per_client, "max_tokens": max_tokens, "greedy": True,
                      "ignore_eos": True, "stream": True, "batch_limits": {"continuous": batch_limit, "one_at_a_time": 1},
                      "questions": QUESTIONS, "host": HOST}
-    modes = {}
-    for mode, limit in (("continuous", batch_limit), ("one_at_a_time", 1)):
+    with ServerThread(make_app(Engine(model, max_batch=batch_limit), model_name, tokenizer, template)) as server:
+        load_test(server.url, model_name, 2, 1, 4)      # a warm-up, not recorded: first calls are slower
+    modes, texts = {}, {}
+    for mode, limit in (("one_at_a_time", 1), ("continuous", batch_limit)):
         rows = []
         for n in clients:
             engine = Engine(model, max_batch=limit)
@@ -601,6 +607,13 @@ def run(out_dir=None, clients: Sequence[int] = CLIENTS, requests_per_client: int
             with ServerThread(app) as server:
                 row = load_test(server.url, model_name, n, requests_per_client, max_tokens)
             row["cpu_seconds"] = round(time.process_time() - cpu, 1)
+            answers = row.pop("_texts")
+            if mode == "one_at_a_time":
+                texts[n] = answers
+            else:                         # greedy: batching must not change the answers
+                row["same_answers_as_one_at_a_time"] = sum(answers[k] == texts[n].get(k) for k in answers)
+            row["prefill_cpu_seconds"] = round(engine.prefill_seconds, 2)
+            row["decode_cpu_seconds"] = round(engine.decode_seconds, 2)
             row["steps"] = engine.steps
             row["mean_batch"] = round(statistics.fmean(t for t in engine.trace if t) if any(engine.trace) else 0, 2)
             row["gather_share_of_decode"] = round(engine.gather_seconds / max(engine.decode_seconds, 1e-9), 3)
