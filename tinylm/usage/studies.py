@@ -31,6 +31,7 @@ STUDIES = {
     "rag-index": "rag.index",
     "quantisation": "deploy.quantise",
     "serving": "deploy.server",
+    "inference-cost": "deploy.cost",
 }
 """Each study's name and the module whose ``run`` makes it: a module of :mod:`tinylm.usage`, or,
 with a dot, of :mod:`tinylm` (``rag.corpus`` is :mod:`tinylm.rag.corpus`)."""
