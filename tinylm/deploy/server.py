@@ -278,8 +278,9 @@ def make_app(engine, model_name: str, tokenizer, chat_template: str | None = Non
     def submit(prompt_ids: list[int], settings: Settings, param: str):
         """Check the length, and hand the request to the engine with a queue that the event loop reads."""
         if len(prompt_ids) >= max_context:
-            raise APIError(400, f"This model's maximum context length is {max_context} tokens. However, your "
-                                f"{param} has {len(prompt_ids)} tokens. Please reduce the length of the {param}.",
+            raise APIError(400, f"This model's maximum context length is {max_context} tokens. However, the "
+                                f"{param} {'take' if param == 'messages' else 'takes'} {len(prompt_ids)} tokens. "
+                                f"Please reduce the length of the {param}.",
                            param, "context_length_exceeded")
         if settings.max_tokens > max_context - len(prompt_ids):
             raise APIError(400, f"This model's maximum context length is {max_context} tokens. However, you "
