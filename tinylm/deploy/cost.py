@@ -382,7 +382,10 @@ def run(out_dir=None) -> dict:
 
     from ..usage import studies
 
+    import os
+
     log = studies.started()
+    log["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]   # others sharing the machine
     torch.manual_seed(0)
     with _one_thread():
         log["machine_measured"] = {"bandwidth": memory_bandwidth(), "peak": peak_flops(),
