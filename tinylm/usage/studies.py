@@ -29,6 +29,7 @@ STUDIES = {
     "rag-retrieval": "rag.fusion",
     "agents": "agents.tasks",
     "rag-index": "rag.index",
+    "lora": "deploy.lora",
     "quantisation": "deploy.quantise",
     "serving": "deploy.server",
     "inference-cost": "deploy.cost",
