@@ -244,3 +244,15 @@ def test_matrix_errors_order():
     errors = Q.matrix_errors({"w": w})["w"]
     assert errors["bf16"] < errors["q8_0"] < errors["q4_1"] < errors["int4_tensor"]
     assert errors["q8_0"] < errors["q4_0"] < errors["int4_tensor"]
+
+
+def test_large_matrices_quantised_in_slices_give_the_same_bytes(monkeypatch):
+    rng = np.random.default_rng(5)
+    w = torch.from_numpy(rng.standard_normal((50, 64)).astype(np.float32))
+    whole = {s: Q.QuantisedWeight(w, s) for s in Q.SCHEMES}
+    monkeypatch.setattr(Q, "ROWS_AT_ONCE", 7)
+    for scheme, one in whole.items():
+        sliced = Q.QuantisedWeight(w, scheme)
+        assert torch.equal(sliced.dequantise(), one.dequantise()), scheme
+        for name in one.stored:
+            assert torch.equal(getattr(sliced, name), getattr(one, name)), (scheme, name)

@@ -306,6 +306,20 @@ def matrix_bytes(scheme: str, shape: tuple[int, int]) -> int:
 
 # ----------------------------------------------------------------------------- the stored matrix
 
+ROWS_AT_ONCE = 4096
+"""Rows quantised at a time: a large matrix (the 49,152-row embedding table) is done in slices,
+so the temporary float arrays stay small; every scheme but int4_tensor works row by row or block
+by block, so the result is the same."""
+
+
+def _by_rows(quantise, w: np.ndarray):
+    """``quantise(w)`` computed :data:`ROWS_AT_ONCE` rows at a time and the pieces joined."""
+    pieces = [quantise(w[i:i + ROWS_AT_ONCE]) for i in range(0, len(w), ROWS_AT_ONCE)]
+    if isinstance(pieces[0], tuple):
+        return tuple(np.concatenate(part) for part in zip(*pieces))
+    return np.concatenate(pieces)
+
+
 class QuantisedWeight(nn.Module):
     """One matrix (out, in) stored in a scheme: only its bytes (and scales) are kept.
 
@@ -323,11 +337,11 @@ class QuantisedWeight(nn.Module):
         if scheme == "float32":
             stored = {"values": torch.from_numpy(w.copy())}
         elif scheme == "bf16":
-            stored = {"bits": torch.from_numpy(round_bf16(w).view(np.int16))}
+            stored = {"bits": torch.from_numpy(_by_rows(round_bf16, w).view(np.int16))}
         elif scheme in BLOCK_FORMATS:
-            stored = {"raw": torch.from_numpy(BLOCK_FORMATS[scheme][0](w))}
+            stored = {"raw": torch.from_numpy(_by_rows(BLOCK_FORMATS[scheme][0], w))}
         elif scheme == "int8_channel":
-            codes, scales = quantize_int8_channel(w)
+            codes, scales = _by_rows(quantize_int8_channel, w)
             stored = {"codes": torch.from_numpy(codes), "scales": torch.from_numpy(scales)}
         else:
             packed, scale = quantize_int4_tensor(w)
