@@ -256,3 +256,28 @@ def test_large_matrices_quantised_in_slices_give_the_same_bytes(monkeypatch):
         assert torch.equal(sliced.dequantise(), one.dequantise()), scheme
         for name in one.stored:
             assert torch.equal(getattr(sliced, name), getattr(one, name)), (scheme, name)
+
+
+def test_the_committed_study_log():
+    """The study is registered, came from committed code, and its sizes are what the formats
+    promise for SmolLM2's shapes; its float32 row is the committed score run's first piece."""
+    from tinylm import results
+    from tinylm.usage import studies
+
+    assert studies.STUDIES["quantisation"] == "deploy.quantise"
+    log = studies.load("quantisation")
+    assert not log["commit"]["dirty"]
+    rows = {r["format"]: r for r in log["formats"]}
+    assert tuple(rows) == Q.FORMATS
+    d, d_ff, kv, layers = 576, 1536, 3 * 64, 30
+    shapes = [(d, d), (kv, d), (kv, d), (d, d), (d_ff, d), (d_ff, d), (d, d_ff)] * layers
+    table, norms = (49152, d), 2 * layers * d + d
+    for scheme in ("float32", "bf16", "q8_0", "q4_1", "q4_0", "int8_channel", "int4_tensor"):
+        expected = sum(Q.size_in_bytes(scheme, s) for s in shapes)
+        expected += Q.size_in_bytes(Q.embedding_scheme(scheme), table) + 4 * norms
+        assert rows[scheme]["bytes"] == expected, scheme
+    first = results.load("score-smollm2-135m-instruct")["pieces"][0]
+    assert (first["start"], first["end"]) == (0, log["slice_chars"])
+    assert rows["float32"]["bits"] == pytest.approx(first["bits"], abs=0.01)
+    assert rows["q4_1"]["bits"] == rows["float32"]["bits"]            # the file's own blocks: lossless
+    assert rows["q8_0"]["bpc"] < rows["q4_0"]["bpc"] < rows["int4_tensor"]["bpc"]
