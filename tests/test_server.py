@@ -207,3 +207,13 @@ def test_percentile_interpolates_like_numpy():
     assert percentile(values, 50) == pytest.approx(0.7)
     assert percentile(values, 95) == pytest.approx(1.0 + 0.8 * 4.0)
     assert percentile([2.0], 95) == 2.0
+
+
+def test_an_unknown_path_or_method_gets_the_error_json_too(setup):
+    *_, server, client = setup
+    for method, path, status in (("GET", "/v1/nothing", 404), ("POST", "/v1/models", 405)):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request(method, path)
+        response = connection.getresponse()
+        assert response.status == status
+        assert set(json.loads(response.read())["error"]) == {"message", "type", "param", "code"}

@@ -227,7 +227,6 @@ def make_app(engine, model_name: str, tokenizer, chat_template: str | None = Non
     from fastapi import FastAPI
     from fastapi import Request as HTTPRequest
     from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
 
     from ..pretrained.smollm2 import chat_prompt
 
@@ -255,10 +254,12 @@ def make_app(engine, model_name: str, tokenizer, chat_template: str | None = Non
     async def api_error(request, exc: APIError):
         return error(exc)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request, exc):               # no such path (404), or not with this method (405)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", None, None, kind))
+
+    app.add_exception_handler(404, http_error)
+    app.add_exception_handler(405, http_error)
 
     @app.exception_handler(Exception)
     async def server_error(request, exc: Exception):
