@@ -1,17 +1,27 @@
 """A small Sphinx extension for the course book (loaded from ``_config.yml``).
 
-It does three things the stock Jupyter Book does not, and makes the glossary:
+It does what the stock Jupyter Book does not, and makes the glossary:
 
 1. **Math renders offline.**  MathJax 3.2.2 ships inside the pinned PyPI package
    ``django-static-mathjax``; the extension copies the parts the book uses into
    ``_static/mathjax/`` of the built site and points Sphinx at them, so no page loads a
    script from the network.
 2. **The role** ``{exercise-binder}`\\`lab01_ngrams\\``` links the *exercise edition* of a lab
-   (``exercises/lab01_ngrams.ipynb``) in Binder.  A lab page's own launch button opens the
-   worked lab; chapters use this role so readers can also open the version with the
-   solutions removed.  The Binder address is built from the ``repository`` and
-   ``launch_buttons`` sections of ``_config.yml``, the one place the repository URL lives.
-3. **No script twice.**  With Sphinx 7.4, sphinx-thebe 0.3.1 (a dependency of Jupyter Book 1)
+   (``exercises/lab01_ngrams.ipynb``) in Binder; chapters use it to send readers to a lab.
+   The Binder address is built from the ``repository`` and ``launch_buttons`` sections of
+   ``_config.yml``, the one place the repository URL lives.
+3. **Buttons that fit the page.**  A lab page shows the worked lab (solutions folded), but its
+   launch (Binder) and download (.ipynb) buttons give the *exercise edition*, the notebook a
+   student fills in and hands in; a note at the top of the page says so, links the worked lab
+   for self-study and says how to hand work in.  Chapters are MyST Markdown notebooks that
+   Binder would open as plain text (jupytext is not installed there), so they show no launch
+   button; their download buttons stay.  (sphinx-book-theme 1.3.0 and 1.4.0 build the buttons
+   the same way, in ``header_buttons/launch.py``; this rewrites their entries afterwards.)
+4. **Quiet kernels.**  ipykernel warns on every start that its TCP transport is unencrypted
+   (nine warnings per build, one per executed chapter).  The kernels are local, but the fix
+   is the one the warning asks for: the kernel manager provisions CurveZMQ keys
+   (``transport_encryption = "auto"``), which the Python kernel's spec declares it supports.
+5. **No script twice.**  With Sphinx 7.4, sphinx-thebe 0.3.1 (a dependency of Jupyter Book 1)
    adds its inline script to every page twice, and the second copy throws a ``SyntaxError``
    in the browser; the extension drops repeated scripts from each page.
 
@@ -90,6 +100,127 @@ def exercise_binder_role(name, rawtext, text, lineno, inliner, options=None, con
     return [link], []
 
 
+LAB_PAGE = re.compile(r"labs/(lab(\d+)_\w+)")
+"""A lab's page name (``labs/lab01_ngrams``): its file stem and its number."""
+
+TEACHING_PAGE = "chapters/teaching"
+"""The teachers' page: how to set a lab, collect notebooks and grade them."""
+
+
+def lab_of(pagename: str, root: Path) -> str | None:
+    """The lab stem of a lab page that has an exercise edition (``labs/lab01_ngrams`` ->
+    ``lab01_ngrams``), else None."""
+    match = LAB_PAGE.fullmatch(pagename)
+    if match and (Path(root) / "exercises" / f"{match.group(1)}.ipynb").is_file():
+        return match.group(1)
+    return None
+
+
+def _buttons(entries):
+    """Every button in the theme's header buttons, groups opened."""
+    for entry in entries:
+        yield entry
+        yield from _buttons(entry.get("buttons") or [])
+
+
+def fit_header_buttons(buttons: list, lab: str | None, edition_url: str, binder: str | None) -> list:
+    """The theme's header buttons (``context["header_buttons"]``) changed to fit the page.
+
+    On a lab page (``lab`` given) the Binder button opens ``binder`` and the notebook download
+    is ``edition_url``: both the exercise edition.  Elsewhere the launch group is dropped.
+    """
+    if lab is None:
+        buttons[:] = [b for b in buttons if b.get("label") != "launch-buttons"]
+        return buttons
+    for button in _buttons(buttons):
+        if button.get("label") == "launch-buttons":
+            button["tooltip"] = "Open the exercise edition (answers removed)"
+        elif button.get("text") == "Binder" and binder:
+            button["url"] = binder
+            button["tooltip"] = "Open the exercise edition in Binder"
+        elif button.get("label") in ("download-source-button", "download-notebook-button"):
+            button["url"] = edition_url
+            button["text"] = ".ipynb"
+            button["tooltip"] = "Download the exercise edition (.ipynb), to fill in and hand in"
+    return buttons
+
+
+def _lab_page_buttons(app, pagename, templatename, context, doctree) -> None:
+    """After the theme made its header buttons (priority 501): fit them to the page."""
+    buttons = context.get("header_buttons")
+    if buttons is None:
+        return
+    lab = lab_of(pagename, Path(app.srcdir))
+    edition = f"exercises/{lab}.ipynb"
+    binder = None
+    if lab is not None:
+        target = Path(app.outdir) / edition  # served next to the pages, for the download button
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(app.srcdir) / edition, target)
+        try:
+            binder = binder_url(app.config.html_theme_options, edition)
+        except ValueError:
+            binder = None
+    fit_header_buttons(buttons, lab, context["pathto"](edition, 1) if lab else "", binder)
+
+
+def _lab_page_note(app, doctree, docname) -> None:
+    """At the top of a lab page: which notebook is which, and how to hand work in."""
+    lab = lab_of(docname, Path(app.srcdir))
+    sections = list(doctree.findall(nodes.section))
+    if lab is None or not sections or app.builder.format != "html":
+        return
+    number = int(LAB_PAGE.fullmatch(docname).group(2))
+    up = "" if app.builder.name == "singlehtml" else "../"  # lab pages live in labs/
+    options = app.config.html_theme_options
+    repo, branch = str(options.get("repository_url", "")).rstrip("/"), options.get("repository_branch", "main")
+
+    def link(text, url):
+        return nodes.reference(text, text, refuri=url, internal=False)
+
+    first = nodes.paragraph()
+    first += [nodes.strong(text="To do this lab yourself, "),
+              nodes.Text("use the launch (rocket) or download button at the top of the page: both give "
+                         "the exercise edition, "),
+              nodes.literal(text=f"exercises/{lab}.ipynb"),
+              nodes.Text(", with the answers removed. On your own computer, "),
+              nodes.literal(text=f"./course lab {number}"),
+              nodes.Text(" opens it in JupyterLab.")]
+    second = nodes.paragraph()
+    second += [nodes.strong(text="To hand it in, "),
+               nodes.Text("save the notebook (File → Save, then download the .ipynb file) and give that file "
+                          "to your teacher. Teachers: see "),
+               link("setting and grading a lab", app.builder.get_relative_uri(docname, TEACHING_PAGE)),
+               nodes.Text(".")]
+    third = nodes.paragraph()
+    third += [nodes.strong(text="For self-study, "),
+              nodes.Text("this page is the worked lab: the solutions are folded under each exercise. "
+                         "Download the worked lab: "),
+              link(f"{lab}.ipynb", f"{up}_sources/labs/{lab}.ipynb")]
+    if repo.startswith("https://github.com/"):
+        third += [nodes.Text(" (or "), link("see it on GitHub", f"{repo}/blob/{branch}/labs/{lab}.ipynb"),
+                  nodes.Text(")")]
+    third += nodes.Text(".")
+    note = nodes.admonition(classes=["tip", "lab-edition-note"])
+    note += nodes.title(text="Exercise edition and worked lab")
+    note += [first, second, third]
+    section = sections[0]
+    title_at = next((i for i, child in enumerate(section.children) if isinstance(child, nodes.title)), -1)
+    section.insert(title_at + 1, note)
+
+
+def _encrypt_kernel_transport(app, config) -> None:
+    """Chapters are executed by kernels that myst-nb starts through nbclient and jupyter_client
+    without a way to pass configuration; set the kernel manager's default policy instead, so
+    that it provisions CurveZMQ keys for kernels that declare support (ipykernel does)."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    trait = KernelManager.class_traits().get("transport_encryption")
+    if trait is not None and zmq.has("curve"):
+        trait.default_value = "auto"
+
+
 KEY_TERMS = "## Key terms"
 """The heading of the table of terms that ends every chapter."""
 
@@ -157,6 +288,9 @@ def _copy_mathjax(app, exception) -> None:
 
 def setup(app):
     app.connect("config-inited", _use_local_mathjax, priority=900)
+    app.connect("config-inited", _encrypt_kernel_transport)
+    app.connect("html-page-context", _lab_page_buttons, priority=900)  # after the theme's (501)
+    app.connect("doctree-resolved", _lab_page_note)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _drop_repeated_scripts, priority=1000)  # after those that add scripts
     app.add_role("exercise-binder", exercise_binder_role)

@@ -318,9 +318,11 @@ def test_lab_binder_button(visit, lab, book_config):
     page_visit = loaded(visit, path)
     hub_host = urlsplit(book_config.binderhub_url).netloc
     links = [unquote(href) for href in hrefs(page_visit.page, f"a[href*='{hub_host}']")]
-    expected = book_config.binder_url(f"labs/{lab}.ipynb")
+    expected = book_config.binder_url(f"exercises/{lab}.ipynb")  # the edition a student fills in
     assert expected in links, (
-        f"{path} has no Binder launch button opening labs/{lab}.ipynb.\n  expected {expected}"
+        f"{path} has no Binder launch button opening exercises/{lab}.ipynb.\n  expected {expected}"
         f"\nBinder links on the page:{listing(links) or ' none'}")
+    worked = book_config.binder_url(f"labs/{lab}.ipynb")
+    assert worked not in links, f"{path} launches the worked lab (the solutions) in Binder: {worked}"
     missing = [f"{link} opens {binder_path(link)!r}" for link in links if not (REPO / binder_path(link)).is_file()]
     assert not missing, f"{path}: these Binder links open files that are not in the repository:{listing(missing)}"
