@@ -72,6 +72,7 @@ def course(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYLM_ROOT", str(tmp_path))
     monkeypatch.delenv("TINYLM_READONLY", raising=False)
     monkeypatch.delenv("TINYLM_UPDATE_TIMINGS", raising=False)
+    monkeypatch.setenv("TINYLM_WRITE_RESULTS", "1")   # as python -m tinylm_course execute runs labs
     return tmp_path
 
 

@@ -6,17 +6,23 @@ Each lab runs top to bottom in a fresh kernel, from the ``labs/`` folder (where 
 run), and is saved in place with its outputs; then its exercise edition is written again, so
 the two never drift apart.  A lab whose cell raises is *not* saved: the message names the
 cell, and the committed file stays as it was.
+
+This is the asked-for way to remake a lab's results: its kernel runs with
+``TINYLM_WRITE_RESULTS=1``, so ``tinylm.results.save`` and ``ladder.record`` write
+``results/`` (a lab run in Jupyter for practice does not; see :mod:`tinylm.results`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from .exercises import write_exercise
 from tinylm.paths import course_root
+from tinylm.results import WRITE_ENV
 
 CELL_TIMEOUT = 600
 """Seconds one cell may run (a lab's budget is 180 s in all; this only stops a hang)."""
@@ -28,8 +34,17 @@ def client(nb, lab: Path, cell_timeout: float = CELL_TIMEOUT):
     from nbclient import NotebookClient
 
     kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    return NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel,
+    return NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel, config=kernel_config(),
                           resources={"metadata": {"path": str(Path(lab).parent)}})
+
+
+def kernel_config():
+    """The kernel manager's settings: CurveZMQ keys for kernels that support them, so that
+    ipykernel does not warn (on stderr, at every start) that its TCP transport is unencrypted."""
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
 
 
 def execute(lab: Path, cell_timeout: float = CELL_TIMEOUT) -> float:
@@ -44,7 +59,7 @@ def execute(lab: Path, cell_timeout: float = CELL_TIMEOUT) -> float:
     runner = client(nb, lab, cell_timeout)
     start = time.perf_counter()
     try:
-        runner.execute()
+        runner.execute(env={**os.environ, WRITE_ENV: "1"})   # the kernel saves the lab's results
     except CellExecutionError as exc:
         raise RuntimeError(f"{lab}: a cell raised; the notebook was not saved.\n{exc}") from None
     seconds = time.perf_counter() - start
