@@ -23,9 +23,12 @@ def test_an_arrow_to_an_unknown_box_is_refused_by_name():
         diagram({"q": Box(0, 0, "Q"), "k": Box(2, 0, "K")}, [("q", "kee")])
 
 
-def test_chinese_labels_get_the_cjk_font():
-    diagram({"a": Box(0, 0, "语言模型")}, [])
-    assert any("CJK" in name for name in matplotlib.rcParams["font.family"])
+def test_chinese_labels_get_the_cjk_font_and_later_figures_keep_the_defaults():
+    before = list(matplotlib.rcParams["font.family"])
+    fig = diagram({"a": Box(0, 0, "语言模型")}, [])
+    label = next(t for t in fig.axes[0].texts if t.get_text() == "语言模型")
+    assert any("CJK" in name for name in label.get_fontfamily())
+    assert list(matplotlib.rcParams["font.family"]) == before
 
 
 def test_an_empty_pipeline_is_an_error():

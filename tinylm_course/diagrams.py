@@ -83,8 +83,15 @@ def diagram(boxes: dict[str, Box], arrows=(), *, size: tuple[float, float] = (8,
     Raises ``KeyError`` naming an arrow's unknown end, so a typo does not draw a dangling arrow.
     """
     texts = [b.label for b in boxes.values()] + [a[2] for a in arrows if len(a) > 2] + [n[2] for n in notes]
-    if any(_has_cjk(t) for t in texts + [title or ""]):
-        use_chinese_font()
+    # Text objects take their font when they are made, so the Chinese font is switched on only
+    # while this figure is drawn: later figures of the page keep matplotlib's settings.
+    with plt.rc_context():
+        if any(_has_cjk(t) for t in texts + [title or ""]):
+            use_chinese_font()
+        return _draw(boxes, arrows, size, title, notes)
+
+
+def _draw(boxes, arrows, size, title, notes) -> plt.Figure:
     fig, ax = plt.subplots(figsize=size)
     for i, box in enumerate(boxes.values()):
         _draw_box(ax, box, PALETTE[i % len(PALETTE)])
