@@ -2,7 +2,7 @@
 
 Used by the repository's tests (``pytest_plugins = ["tinylm_course.nbval_plugin"]``) and by the
 grader (``pytest -p tinylm_course.nbval_plugin``), always together with ``--nbval`` and
-``--nbval-sanitize-with`` :data:`SANITIZE_FILE`.  It changes four things:
+``--nbval-sanitize-with`` :data:`SANITIZE_FILE`.  It changes five things:
 
 1. **stderr is not compared.**  Warnings and progress bars go to stderr and differ between
    machines, so ``stderr`` stream outputs are dropped from both sides before nbval compares.
@@ -12,7 +12,9 @@ grader (``pytest -p tinylm_course.nbval_plugin``), always together with ``--nbva
 3. **A dead kernel is noticed at once.**  nbval waits for a reply from a kernel that has
    exited (``exit()``, ``os._exit``, a crash) until the cell timeout and then reports a
    timeout; here the cell fails within a second with "the kernel died".
-4. **What happened is recorded** as JUnit properties, which the grader reports without
+4. **Figures are not compared.**  nbval skips PNG and JPEG outputs; SVG figures (the labs'
+   format) are skipped too: their text holds a date and machine-dependent coordinates.
+5. **What happened is recorded** as JUnit properties, which the grader reports without
    parsing nbval's text: for a failed cell ``error = "Type: message"`` if it raised and
    ``stdout``, what it printed (cut to :data:`RECORD_LIMIT` characters); for any cell
    ``truncated = "yes"`` if its printed output was cut short by the grader's output cap
@@ -66,6 +68,10 @@ def _stderr_blind(compare_outputs):
 def pytest_itemcollected(item):
     if isinstance(item, IPyNbCell):
         item.compare_outputs = _stderr_blind(item.compare_outputs)
+        # 4. figures: nbval skips PNG and JPEG images but compares SVG text, which holds the date it
+        # was drawn and the last digits of every coordinate; a figure is never a checked output.
+        if "image/svg+xml" not in item.parent.skip_compare:
+            item.parent.skip_compare = item.parent.skip_compare + ("image/svg+xml",)
 
 
 # 2. timeouts -------------------------------------------------------------------------
