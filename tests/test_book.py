@@ -39,6 +39,33 @@ def chapters() -> list[str]:
     return [f for f in toc_files() if f.startswith("chapters/") and f not in REFERENCE_PAGES]
 
 
+def title(page: str) -> str:
+    text = (ROOT / f"{page}.md").read_text(encoding="utf-8")
+    return re.search(r"^# (.+)$", text, re.M).group(1).strip()
+
+
+def test_home_page_links_every_chapter_and_names_none_without_a_link():
+    """The home page links every page of chapters/ in the table of contents (the bibliography
+    aside), and a section of it that names a chapter (by its title, or the part of it after
+    "Stage N:" or a colon) links that chapter in the same section."""
+    intro = (ROOT / "intro.md").read_text(encoding="utf-8")
+    pages = [f for f in toc_files() if f.startswith("chapters/")]
+    doc_link = r"\{doc\}`(?:[^`<]*<)?(chapters/\w+)>?`"
+    missing = [page for page in pages if page not in set(re.findall(doc_link, intro)) and page != "chapters/bibliography"]
+    assert not missing, f"intro.md does not link: {missing}"
+    unlinked = []
+    body = re.sub(r"^# .*$", "", intro, count=1, flags=re.M)     # the book's title names no chapter
+    for section in re.split(r"^#+ ", body, flags=re.M):
+        linked = set(re.findall(doc_link, section))
+        words = " ".join(re.sub(doc_link, " ", section).split()).lower()
+        for page in pages:
+            names = [part.strip() for part in re.split(r"[:·]", title(page))]
+            names = [n for n in names if len(n.split()) >= 2 and not re.fullmatch(r"(Stage \d+|Applications [IV]+)", n)]
+            if page not in linked and any(n.lower() in words for n in names):
+                unlinked.append(f"{page} ({title(page)!r}) in the section {section.splitlines()[0]!r}")
+    assert not unlinked, f"intro.md names chapters without linking them: {unlinked}"
+
+
 def linked_labs(page: str) -> set[str]:
     text = (ROOT / f"{page}.md").read_text(encoding="utf-8")
     return set(re.findall(r"\{doc\}`(?:[^`<]*<)?\.\./labs/(\w+)>?`", text))

@@ -126,3 +126,30 @@ def test_names_of_neighbouring_rungs_do_not_overlap_and_stay_inside():
     assert places[rungs[4]][1] == 3.19                                              # alone: left as is
     assert [places[r][2] for r in rungs] == [False, False, True, True, False]       # right end: to the left
     assert places[rungs[2]][0] < 1600 and places[rungs[0]][0] > 3.1
+
+
+def test_the_ladder_pages_table_lists_every_rung_its_figure_shows():
+    """chapters/ladder.md draws its table and its figure from one list, ``ladder_rungs()``; the
+    table's rows are the rungs on file, and so are the figure's markers and labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tinylm_course.book import ladder_markdown, ladder_rungs
+
+    page = (ROOT / "chapters" / "ladder.md").read_text(encoding="utf-8")
+    assert "rungs = ladder_rungs()" in page and "ladder_markdown(rungs)" in page and "ladder.plot(rungs)" in page
+    rungs = ladder_rungs()
+    assert {r.stage for r in rungs} == set(ladder.STAGES), "a stage of the ladder has no rung on the page"
+    rows = [line.split("|")[1].strip() for line in ladder_markdown(rungs).splitlines()[2:]]
+    ax = ladder.plot(rungs)
+    try:
+        labels = [text.get_text() for text in ax.texts]
+        markers = sum(len(collection.get_offsets()) for collection in ax.collections)
+    finally:
+        plt.close(ax.figure)
+    assert sorted(rows) == sorted(labels) == sorted(r.name for r in rungs)
+    assert markers == len(rows)
+    on_file = [r for r in ladder.load() if r.corpus == "shakespeare"]
+    assert sorted(rows) == sorted(r.name for r in on_file)

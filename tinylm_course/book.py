@@ -264,6 +264,38 @@ def glossary_markdown(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+LADDER_CORPUS = "shakespeare"
+"""The corpus whose test split the ladder page ranks (rungs on other corpora are left out)."""
+
+
+def ladder_rungs(rungs=None) -> list:
+    """The rungs the ladder page shows, in its table and in its figure alike: the ladder's rungs on
+    :data:`LADDER_CORPUS`, best test bpc first."""
+    from tinylm.evaluation import ladder
+
+    rungs = ladder.load() if rungs is None else rungs
+    return sorted((r for r in rungs if r.corpus == LADDER_CORPUS), key=lambda r: r.test_bpc)
+
+
+def _seconds(rung) -> str:
+    """A rung's training CPU-seconds; the LLM's is an estimate (it was trained elsewhere)."""
+    value = rung.train_cpu_seconds
+    if rung.stage == "LLM":
+        return f"about {value / 1e9:,.0f} billion (estimated)"
+    return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def ladder_markdown(rungs) -> str:
+    """The ladder page's table (MyST): one row per rung, in the order given, with a link to its lab."""
+    lines = ["| rung | stage | test bits per character | parameters | training CPU-seconds | lab |",
+             "|---|---|--:|--:|--:|---|"]
+    for r in rungs:
+        parameters = f"{r.parameters:,}" if r.parameters else "none"
+        lines.append(f"| {r.name} | {r.stage} | {r.test_bpc:.3f} | {parameters} | {_seconds(r)} "
+                     f"| {{doc}}`Lab {int(r.lab[3:5])} <../labs/{r.lab}>` |")
+    return "\n".join(lines)
+
+
 def _drop_repeated_scripts(app, pagename, templatename, context, doctree) -> None:
     """Keep the first of identical ``<script>`` entries of a page (same file or body, same attributes)."""
     scripts, seen, unique = context.get("script_files") or [], set(), []
