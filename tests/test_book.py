@@ -131,6 +131,9 @@ def test_binder_uses_the_cpu_torch_and_installs_the_data():
     assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
     post = (ROOT / "binder" / "postBuild").read_text(encoding="utf-8")
     assert "set -euo pipefail" in post and "requirements-data.txt" in post and "-e ." in post
+    commands = [line.strip() for line in post.splitlines() if line.strip() and not line.startswith("#")]
+    assert post.startswith("#!/usr/bin/env bash\n") and commands[0] == "set -euo pipefail", (
+        "binder/postBuild must be a bash script whose first command is: set -euo pipefail")
     assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111, "postBuild must be executable"
 
 
