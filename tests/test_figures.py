@@ -32,6 +32,9 @@ PNG_LABS: dict[str, str] = {}
 ``%config InlineBackend.figure_formats = ["svg"]``).  Empty the entry when the lab is re-executed;
 the test below fails on an entry that is no longer needed, so the list stays honest."""
 
+SVG_MAX_BYTES = 400_000
+"""Largest SVG figure a lab may hold: beyond it a figure has too many points to be vector art."""
+
 SVG_CONFIG = re.compile(r"""^%config\s+InlineBackend\.figure_formats\s*=\s*\[?\s*["'](svg|retina)["']""", re.M)
 SHOWS_FIGURE = re.compile(r"\bplt\.(show|subplots|figure)\(|\bfig\w*\.show\(\)|\bdisplay\(\s*fig"
                           r"|\b(diagrams\.)?(pipeline|diagram)\(|\bladder\.plot\(")
@@ -133,6 +136,9 @@ def test_lab_images_are_svg_or_retina_png(lab):
     for index, cell in enumerate(load_lab(lab)["cells"]):
         for mime, data, meta in image_outputs(cell):
             if mime == "image/svg+xml":
+                size = len("".join(data) if isinstance(data, list) else data)
+                if size > SVG_MAX_BYTES:
+                    problems.append(f"cell {index}: an SVG of {size:,} bytes (rasterise its dense layer, or use retina PNG)")
                 continue
             if mime != "image/png":
                 problems.append(f"cell {index}: {mime}")
