@@ -210,15 +210,10 @@ def _lab_page_note(app, doctree, docname) -> None:
 
 
 def _encrypt_kernel_transport(app, config) -> None:
-    """Chapters are executed by kernels that myst-nb starts through nbclient and jupyter_client
-    without a way to pass configuration; set the kernel manager's default policy instead, so
-    that it provisions CurveZMQ keys for kernels that declare support (ipykernel does)."""
-    import zmq
-    from jupyter_client.manager import KernelManager
+    """The chapters' kernels get CurveZMQ keys (see :func:`tinylm_course.execute.encrypt_kernel_transport`)."""
+    from .execute import encrypt_kernel_transport
 
-    trait = KernelManager.class_traits().get("transport_encryption")
-    if trait is not None and zmq.has("curve"):
-        trait.default_value = "auto"
+    encrypt_kernel_transport()
 
 
 KEY_TERMS = "## Key terms"

@@ -34,17 +34,32 @@ def client(nb, lab: Path, cell_timeout: float = CELL_TIMEOUT):
     from nbclient import NotebookClient
 
     kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    return NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel, config=kernel_config(),
+    encrypt_kernel_transport()
+    return NotebookClient(nb, timeout=cell_timeout, kernel_name=kernel,
                           resources={"metadata": {"path": str(Path(lab).parent)}})
 
 
-def kernel_config():
-    """The kernel manager's settings: CurveZMQ keys for kernels that support them, so that
-    ipykernel does not warn (on stderr, at every start) that its TCP transport is unencrypted."""
-    import zmq
-    from traitlets.config import Config
+def encrypt_kernel_transport() -> bool:
+    """Make kernel managers provision CurveZMQ keys (``transport_encryption = "auto"``) for the
+    kernels that declare support, as ipykernel does; return whether it is on.
 
-    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+    Without keys ipykernel warns on stderr, at every start, that its TCP transport is
+    unencrypted (the book build printed it once per executed chapter).  myst-nb starts its
+    kernels through nbclient without a way to pass configuration, so this sets the default of
+    the kernel manager's trait for this process.  Off where pyzmq lacks CurveZMQ (the trait's
+    own validation says so).
+    """
+    from nbclient.client import KernelManager    # jupyter_client's, the class nbclient's managers derive from
+
+    trait = KernelManager.class_traits().get("transport_encryption")
+    if trait is None:                              # a jupyter_client older than 8.8 has no such setting
+        return False
+    try:
+        KernelManager(transport_encryption="auto")
+    except Exception:                              # traitlets.TraitError: no CurveZMQ in this pyzmq
+        return False
+    trait.default_value = "auto"
+    return True
 
 
 def execute(lab: Path, cell_timeout: float = CELL_TIMEOUT) -> float:
