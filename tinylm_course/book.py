@@ -137,10 +137,11 @@ def fit_header_buttons(buttons: list, lab: str | None, edition_url: str, binder:
             button["tooltip"] = "Open the exercise edition (answers removed)"
         elif button.get("text") == "Binder" and binder:
             button["url"] = binder
+            button["text"] = "Binder (exercise edition)"
             button["tooltip"] = "Open the exercise edition in Binder"
         elif button.get("label") in ("download-source-button", "download-notebook-button"):
             button["url"] = edition_url
-            button["text"] = ".ipynb"
+            button["text"] = "exercise edition (.ipynb)"
             button["tooltip"] = "Download the exercise edition (.ipynb), to fill in and hand in"
     return buttons
 
@@ -287,7 +288,7 @@ def ladder_markdown(rungs) -> str:
     for r in rungs:
         parameters = f"{r.parameters:,}" if r.parameters else "none"
         lines.append(f"| {r.name} | {r.stage} | {r.test_bpc:.3f} | {parameters} | {_seconds(r)} "
-                     f"| {{doc}}`Lab {int(r.lab[3:5])} <../labs/{r.lab}>` |")
+                     f"| {{doc}}`Lab\u00a0{int(r.lab[3:5])} <../labs/{r.lab}>` |")  # no break in "Lab 15"
     return "\n".join(lines)
 
 
