@@ -299,7 +299,7 @@ class TestFailingAnswers:
         nbformat.write(lab, tmp_path / "lab.ipynb")
         report = graded(submission(tmp_path, {"ex1": "def mean(xs):\n    return xs[0]"}), lab=tmp_path / "lab.ipynb")
         assert outcome(report)["ex1"] == (0, "exception")
-        assert reason(report, "ex1") == ("answer made code cell 3 of the lab, which uses it, raise "
+        assert reason(report, "ex1") == ("answer made the lab's code that runs after it (and uses it) raise "
                                           "IndexError: list index out of range")
 
 

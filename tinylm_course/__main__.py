@@ -3,7 +3,8 @@
 Commands
   execute LAB...                run labs in fresh kernels, save them with outputs, write their editions
   exercise LAB... [-o DIR]      write the exercise edition of labs (solutions removed)
-  grade SUBMISSION [--lab LAB]  grade a student's notebook against the worked lab
+  grade SUBMISSION... [--lab N] grade students' notebooks (files or folders) against the worked lab;
+                                --jobs J, --csv FILE, --feedback DIR for a whole class
   bench [LAB...]                measure each lab's seconds and peak memory on one core
 
 The library's own commands (long training runs, timing) are ``python -m tinylm ...``.
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     execute.add_arguments(sub.add_parser("execute", help="execute labs and save them with their outputs"))
     exercises.add_arguments(sub.add_parser("exercise", help="make the exercise edition of labs"))
-    grading.add_arguments(sub.add_parser("grade", help="grade a submission"))
+    grading.add_arguments(sub.add_parser("grade", help="grade submissions (notebooks or folders)"))
     bench.add_arguments(sub.add_parser("bench", help="measure lab budgets"))
 
     args = parser.parse_args(argv)
