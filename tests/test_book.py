@@ -12,7 +12,7 @@ from tinylm_course.book import binder_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = sorted(p.stem for p in (ROOT / "labs").glob("*.ipynb"))
-REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary"}
+REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary", "chapters/teaching"}
 """Pages in chapters/ that are not chapters: they need not link a lab."""
 BOOK_ONLY = {"jupyter-book", "sphinx", "myst-nb", "myst-parser", "sphinx-book-theme", "sphinx-exercise",
              "sphinxcontrib-bibtex", "pyyaml", "playwright", "hypothesis", "trl", "jupyterlab"}

@@ -30,7 +30,7 @@ LOCAL_HOST = "127.0.0.1"  # where conftest.py serves the book
 LABS = sorted(path.stem for path in (REPO / "labs").glob("*.ipynb"))
 TOC = re.findall(r"^\s*(?:root|- file):\s*(\S+)", (REPO / "_toc.yml").read_text(encoding="utf-8"), re.M)
 PAGES = [f"{entry}.html" for entry in TOC]  # every page of the book: home, chapters, labs, reference
-REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary"}
+REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary", "chapters/teaching"}
 CHAPTERS = [f"{entry}.html" for entry in TOC if entry.startswith("chapters/") and entry not in REFERENCE_PAGES]
 SCREENSHOT_PAGES = ["chapters/slm.html", "labs/lab01_ngrams.html"]
 
