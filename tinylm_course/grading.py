@@ -832,7 +832,8 @@ def _quote(text: str) -> str:
 # Dependencies between exercises --------------------------------------------------------
 
 def _defined_names(source: str) -> set[str]:
-    """The names a cell defines at its top level (functions, classes, assignments, imports)."""
+    """The names a cell defines at its top level: functions, classes and assigned names (not
+    imports: a module is the same whoever imported it)."""
     try:
         tree = parse(source)
     except SyntaxError:
@@ -841,8 +842,6 @@ def _defined_names(source: str) -> set[str]:
     for statement in tree.body:
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(statement.name)
-        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
-            names |= {(alias.asname or alias.name).split(".")[0] for alias in statement.names}
         elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
             names |= {n.id for target in targets for n in ast.walk(target)
