@@ -304,6 +304,22 @@ def _drop_repeated_scripts(app, pagename, templatename, context, doctree) -> Non
     scripts[:] = unique
 
 
+def _html_handlers_for_singlehtml(app) -> None:
+    """Let the one-page build (``singlehtml``, which ``./course pdf`` prints) draw every node the
+    html build draws.
+
+    Sphinx looks up an extension's node handlers by the builder's name, and falls back to its
+    format (``html``) only when no extension registered any for that name.  sphinx-exercise
+    registers its nodes for ``singlehtml`` too, so the fallback is lost and myst-nb's folded
+    cells (registered for ``html`` only) stop the build; give ``singlehtml`` the missing ones.
+    """
+    handlers = app.registry.translation_handlers
+    name, fmt = app.builder.name, app.builder.format
+    if name != fmt and name in handlers:
+        for node, pair in handlers.get(fmt, {}).items():
+            handlers[name].setdefault(node, pair)
+
+
 def _use_local_mathjax(app, config) -> None:
     mathjax_source()  # fail early, with the install command, if it is missing
     config.mathjax_path = f"mathjax/{MATHJAX_ENTRY}"
@@ -317,6 +333,7 @@ def _copy_mathjax(app, exception) -> None:
 def setup(app):
     app.connect("config-inited", _use_local_mathjax, priority=900)
     app.connect("config-inited", _encrypt_kernel_transport)
+    app.connect("builder-inited", _html_handlers_for_singlehtml)
     app.connect("html-page-context", _lab_page_buttons, priority=900)  # after the theme's (501)
     app.connect("doctree-resolved", _lab_page_note)
     app.connect("build-finished", _copy_mathjax)
