@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_book import REFERENCE_PAGES      # the pages that are not chapters: one list for every test
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS = sorted(p.stem for p in (ROOT / "labs").glob("*.ipynb"))
-REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary"}
 
 PNG_LABS: dict[str, str] = {}
 """Labs whose figures are still plain PNGs, and why (they could not be re-executed with
