@@ -1,4 +1,6 @@
-"""Fixtures for the browser check of the built book (tests/browser/test_book_in_browser.py).
+"""Fixtures for the browser check of the built book (tests/browser/test_*.py): every page in
+test_book_in_browser.py; phones and tablets in test_small_screens.py; nothing clipped in
+test_overflow.py; axe-core, alt text and captions in test_accessibility.py; search in test_search.py.
 
 The book must already be built (``./course book``); it is served from ``_build/html`` (or
 ``$TINYLM_BOOK_HTML``) on 127.0.0.1 and opened in Debian's chromium through Playwright.
@@ -25,6 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 LOCAL_HOST = "127.0.0.1"
 TIMEOUT_MS = 15_000
+DESKTOP = {"width": 1280, "height": 900}
 
 
 # --------------------------------------------------------------------------- the book
@@ -138,11 +141,11 @@ _IMAGES_DONE = "() => Array.from(document.images).every(img => img.complete)"
 _MATHJAX_STARTED = "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
 
 
-def _load(browser, url: str) -> Visit:
+def _load(browser, url: str, viewport: dict | None = None) -> Visit:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    context = browser.new_context(viewport=viewport or DESKTOP, service_workers="block")
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     visit = Visit(url=url, page=page)
@@ -213,3 +216,32 @@ def visit(browser, base_url):
     yield get
     for loaded in visits.values():
         loaded.page.context.close()
+
+
+@pytest.fixture
+def visit_at(browser, base_url):
+    """``visit_at("chapters/slm.html", 390, 844)`` -> a fresh :class:`Visit` of that page in a
+    window of that size (a phone, a tablet), for a test to click through; closed after the test."""
+    opened: list[Visit] = []
+
+    def get(path: str, width: int, height: int) -> Visit:
+        opened.append(_load(browser, base_url + path, viewport={"width": width, "height": height}))
+        return opened[-1]
+
+    yield get
+    for loaded in opened:
+        loaded.page.context.close()
+
+
+# --------------------------------------------------------------------------- axe-core
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> str:
+    """axe-core (the accessibility engine behind Lighthouse and Deque's tools), as shipped in the
+    ``axe-playwright-python`` package: nothing is downloaded."""
+    try:
+        import axe_playwright_python
+    except ImportError:
+        pytest.fail("axe-core comes with axe-playwright-python: pip install -r requirements.txt", pytrace=False)
+    return (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
