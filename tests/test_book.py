@@ -15,7 +15,8 @@ LABS = sorted(p.stem for p in (ROOT / "labs").glob("*.ipynb"))
 REFERENCE_PAGES = {"chapters/ladder", "chapters/bibliography", "chapters/glossary", "chapters/teaching"}
 """Pages in chapters/ that are not chapters: they need not link a lab."""
 BOOK_ONLY = {"jupyter-book", "sphinx", "myst-nb", "myst-parser", "sphinx-book-theme", "sphinx-exercise",
-             "sphinxcontrib-bibtex", "pyyaml", "playwright", "hypothesis", "trl", "jupyterlab"}
+             "sphinxcontrib-bibtex", "pyyaml", "playwright", "hypothesis", "trl", "jupyterlab",
+             "jieba", "axe-playwright-python"}
 """Pinned in requirements.txt for building and testing the book (and JupyterLab for ``./course lab``),
 not needed in Binder (which brings its own JupyterLab)."""
 

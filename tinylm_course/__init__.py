@@ -13,6 +13,7 @@ import ``tinylm``; ``tinylm`` never imports it (a test reads the import graph).
 - ``tinylm_course.bench``        each lab's seconds and peak memory on one core
 - ``tinylm_course.processes``    stopping a tool's whole process tree, and measuring its memory
 - ``tinylm_course.book``         the book's Sphinx extension and its glossary
+- ``tinylm_course.book_reading`` the book for readers: Chinese search, the Chinese summaries' language, accessible citations
 - ``tinylm_course.diagrams``     the book's conceptual diagrams: boxes and arrows drawn by code
 
 Commands: ``python -m tinylm_course {execute,exercise,grade,bench} ...`` (see ``--help``).
